@@ -1,0 +1,62 @@
+"""Errors of the daemon process.
+
+The tree::
+
+    DaemonError                     something the daemon process cannot do
+    ├── ConfigError                 config.toml / agents.toml / env values are invalid
+    ├── AlreadyRunning              another daemon holds the instance lock (has pid, port)
+    ├── NotRunning                  a CLI verb needs a running daemon and found none
+    ├── StateError                  the state store cannot be opened or migrated
+    └── ControlError                a control session request was refused (has .code)
+
+Errors from agents (``agents.errors``) and the protocol (``protocol.errors``) keep
+their own trees; the CLI's single handler turns all of them into a message and an
+exit code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyRunning",
+    "ConfigError",
+    "ControlError",
+    "DaemonError",
+    "NotRunning",
+    "StateError",
+]
+
+
+class DaemonError(Exception):
+    """Base of the daemon's own errors."""
+
+
+class ConfigError(DaemonError):
+    """A configuration value is invalid; the message names the file or variable."""
+
+
+class AlreadyRunning(DaemonError):
+    """Another daemon already runs with this state directory."""
+
+    def __init__(self, pid: int | None, port: int | None) -> None:
+        where = f"pid {pid}" if pid else "another process"
+        if port:
+            where += f", port {port}"
+        super().__init__(f"tether daemon is already running ({where})")
+        self.pid = pid
+        self.port = port
+
+
+class NotRunning(DaemonError):
+    """No running daemon was found (no runtime file, or its process is gone)."""
+
+
+class StateError(DaemonError):
+    """The state store cannot be opened or migrated."""
+
+
+class ControlError(DaemonError):
+    """A request over a control session was refused by the daemon."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
