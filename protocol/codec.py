@@ -1,0 +1,66 @@
+"""Text <-> frame. Pure: no I/O, no event loop.
+
+``decode`` returns a frame or raises ``BadFrame`` / ``UnknownType`` (both
+``ProtocolError``), never anything else: malformed JSON, a non-object, a missing or
+unknown ``type`` and fields that fail validation each get a message that says what
+was wrong. ``encode`` writes compact JSON with only the fields that were set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import BadFrame, UnknownType
+from .frames import Frame, _Frame
+
+__all__ = ["FRAME_TYPES", "decode", "encode"]
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Frame)
+
+FRAME_TYPES: frozenset[str] = frozenset(
+    model.model_fields["type"].default for model in get_args(get_args(Frame)[0])
+)
+
+_MAX_ERRORS_SHOWN = 3
+
+
+def decode(text: str | bytes) -> _Frame:
+    """Parse one WebSocket message into a frame."""
+    try:
+        frame: _Frame = _ADAPTER.validate_json(text)
+        return frame
+    except ValidationError as exc:
+        raise _translate(exc) from None
+    except (ValueError, TypeError, RecursionError) as exc:  # e.g. undecodable bytes
+        raise BadFrame(f"malformed frame: {exc}") from None
+
+
+def encode(frame: _Frame) -> str:
+    """Serialise a frame to compact JSON (only the fields that were set)."""
+    return frame.model_dump_json(exclude_unset=True)
+
+
+def _translate(exc: ValidationError) -> BadFrame | UnknownType:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return BadFrame(f"malformed JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+    if kind == "model_attributes_type" or kind == "model_type" or kind == "dict_type":
+        return BadFrame("a frame must be a JSON object")
+    if kind == "union_tag_not_found":
+        return BadFrame("frame has no 'type' field")
+    if kind == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag", "?")
+        return UnknownType(f"unknown frame type {tag!r}", frame_type=str(tag))
+    if kind == "model_attributes_type" or first["loc"] == ():
+        return BadFrame(f"invalid frame: {first['msg']}")
+    frame_type = first["loc"][0] if first["loc"] else "?"
+    parts = []
+    for err in errors[:_MAX_ERRORS_SHOWN]:
+        field = ".".join(str(p) for p in err["loc"][1:]) or "(frame)"
+        parts.append(f"{field}: {err['msg']}")
+    more = f" (and {len(errors) - _MAX_ERRORS_SHOWN} more)" if len(errors) > _MAX_ERRORS_SHOWN else ""
+    return BadFrame(f"invalid {frame_type} frame: " + "; ".join(parts) + more)

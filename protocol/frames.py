@@ -1,0 +1,425 @@
+"""Every frame of wire protocol v1, as pydantic models in one discriminated union.
+
+Rules (protocol.md):
+
+- Every frame has ``type``; ``Frame`` is the union discriminated on it.
+- Decoding ignores unknown fields, so a newer peer may send more.
+- Encoding sends only the fields that were set (``exclude_unset``), plus ``type``;
+  that keeps ``{"row": null}`` on the wire when it was set and drops what was not.
+- Requests carry an ``id`` unique per sender per session; each gets exactly one
+  terminal answer.
+- Timestamps in run events are ISO 8601 UTC strings; storage timestamps are ms.
+- Agent configurations travel as plain objects and are validated by the daemon one
+  by one, so a bad agent is rejected without failing the frame that carried it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SUPPORTED_PROTOCOLS",
+    "Ack",
+    "AgentStatus",
+    "AgentsResult",
+    "AgentsSync",
+    "Cancel",
+    "Capabilities",
+    "ChatMessage",
+    "ClientInfo",
+    "ControlHello",
+    "CredentialsPut",
+    "DaemonInfo",
+    "DeviceHello",
+    "Error",
+    "ErrorBody",
+    "FloatingDomain",
+    "FloatingRequest",
+    "Frame",
+    "HelloAck",
+    "HomeRequest",
+    "Mutation",
+    "Ping",
+    "Pong",
+    "RejectedAgent",
+    "RunComplete",
+    "RunProgress",
+    "RunStarted",
+    "RunSummary",
+    "Scope",
+    "Status",
+    "StatusRequest",
+    "StreamEnd",
+    "StreamStart",
+    "StreamText",
+    "ToolCall",
+    "ToolResult",
+    "Trigger",
+    "Usage",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_PROTOCOLS: tuple[int, ...] = (1,)
+
+RunTrigger = Literal["schedule", "manual", "reconnect"]
+RunStatus = Literal["running", "success", "partial", "error", "cancelled", "skipped"]
+RunPhase = Literal["scan", "triage", "process", "fetch"]
+ChatDomain = Literal["tasks", "notes", "timelines", "projects"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
+
+
+class _Frame(_Model):
+    """Base of every frame: ``type`` always counts as set, so it is always encoded."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.__pydantic_fields_set__.add("type")
+
+
+# --- shared parts -----------------------------------------------------------------
+
+
+class ClientInfo(_Model):
+    name: str = Field(max_length=200)
+    version: str = Field(default="", max_length=100)
+
+
+class Capabilities(_Model):
+    tables: list[str] = Field(
+        default_factory=lambda: ["tasks", "projects", "notes", "timelines", "taskComments", "clients"]
+    )
+    idempotency: bool = False
+    vector: bool = False
+
+
+class DaemonInfo(_Model):
+    name: str = "tether"
+    version: str
+    pid: int | None = None
+    port: int | None = None
+
+
+class RejectedAgent(_Model):
+    id: str | None
+    errors: list[str]
+
+
+class AgentsResult(_Model):
+    accepted: list[str] = Field(default_factory=list)
+    rejected: list[RejectedAgent] = Field(default_factory=list)
+
+
+class ErrorBody(_Model):
+    code: str
+    message: str = ""
+
+
+class Usage(_Model):
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+
+class Mutation(_Model):
+    action: Literal["insert", "update", "delete"]
+    table: str
+    data: dict[str, Any]
+
+
+class ChatMessage(_Model):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Scope(_Model):
+    type: str
+    id: str | None = None
+
+
+class AgentStatus(_Model):
+    id: str
+    name: str
+    kind: str | None = None
+    enabled: bool
+    schedule_cron: str
+    device_id: str | None = None
+    next_run_at: str | None = None
+    last_run_at: str | None = None
+    last_status: str | None = None
+
+
+class RunSummary(_Model):
+    run_id: str
+    agent_id: str
+    trigger: RunTrigger
+    started_at: str
+    phase: str | None = None
+    done: int | None = None
+    total: int | None = None
+
+
+# --- handshake --------------------------------------------------------------------
+
+
+class DeviceHello(_Frame):
+    type: Literal["device_hello"] = "device_hello"
+    protocol: int | list[int]
+    token: str | None = None
+    device_id: str = Field(min_length=1, max_length=200)
+    client: ClientInfo | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    agents: list[dict[str, Any]] | None = None
+    last_event_seq: int | None = None
+
+
+class ControlHello(_Frame):
+    type: Literal["control_hello"] = "control_hello"
+    protocol: int | list[int]
+    token: str | None = None
+    client: ClientInfo | None = None
+    subscribe: bool = True
+    last_event_seq: int | None = None
+
+
+class HelloAck(_Frame):
+    type: Literal["hello_ack"] = "hello_ack"
+    protocol: int
+    session_id: str
+    daemon: DaemonInfo
+    heartbeat_s: int
+    features: list[str]
+    agents: AgentsResult | None = None
+
+
+# --- daemon -> client: storage ----------------------------------------------------
+
+
+class ToolCall(_Frame):
+    type: Literal["tool_call"] = "tool_call"
+    id: str
+    action: str
+    table: str | None = None
+    data: dict[str, Any] | None = None
+    filters: dict[str, Any] | None = None
+    limit: int | None = None
+    vector: list[float] | None = None
+    run_id: str | None = None
+    run_context: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+class ToolResult(_Frame):
+    """A client's answer to a tool_call. Without ``ok`` it is a success unless ``error``."""
+
+    type: Literal["tool_result"] = "tool_result"
+    id: str
+    ok: bool | None = None
+    error: ErrorBody | str | None = None
+    rows: list[dict[str, Any]] | None = None
+    row: dict[str, Any] | None = None
+    deleted: bool | None = None
+    results: list[dict[str, Any]] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        if self.ok is not None:
+            return self.ok
+        return self.error is None
+
+    def error_body(self) -> ErrorBody:
+        if isinstance(self.error, ErrorBody):
+            return self.error
+        return ErrorBody(code="internal", message=self.error or "the client reported a failure")
+
+
+# --- client -> daemon: requests ---------------------------------------------------
+
+
+class AgentsSync(_Frame):
+    type: Literal["agents_sync"] = "agents_sync"
+    id: str
+    agents: list[dict[str, Any]]
+    replace: bool = False
+
+
+class Trigger(_Frame):
+    type: Literal["trigger"] = "trigger"
+    id: str
+    agent_id: str
+    run_context: dict[str, Any] | None = None
+
+
+class Cancel(_Frame):
+    type: Literal["cancel"] = "cancel"
+    id: str
+    target: str
+
+
+class StatusRequest(_Frame):
+    type: Literal["status_request"] = "status_request"
+    id: str
+
+
+class HomeRequest(_Frame):
+    type: Literal["home_request"] = "home_request"
+    request_id: str | None = None
+    message: str = Field(min_length=1)
+    conversation_history: list[ChatMessage] | None = None
+
+
+class FloatingRequest(_Frame):
+    type: Literal["floating_request"] = "floating_request"
+    request_id: str | None = None
+    message: str = Field(min_length=1)
+    scope: Scope
+
+
+class CredentialsPut(_Frame):
+    type: Literal["credentials_put"] = "credentials_put"
+    id: str
+    provider: str
+    account: str
+    secret: dict[str, Any] | str
+
+
+class Ping(_Frame):
+    type: Literal["ping"] = "ping"
+    id: str | None = None
+
+
+class Pong(_Frame):
+    type: Literal["pong"] = "pong"
+    id: str | None = None
+
+
+# --- daemon -> client: answers ----------------------------------------------------
+
+
+class Ack(_Frame):
+    type: Literal["ack"] = "ack"
+    id: str
+    run_id: str | None = None
+    accepted: list[str] | None = None
+    rejected: list[RejectedAgent] | None = None
+
+
+class Status(_Frame):
+    type: Literal["status"] = "status"
+    id: str
+    agents: list[AgentStatus]
+    active_runs: list[RunSummary]
+    device_online: bool
+    devices: list[str] = Field(default_factory=list)
+    daemon: DaemonInfo | None = None
+
+
+class Error(_Frame):
+    type: Literal["error"] = "error"
+    id: str | None = None
+    code: str
+    message: str = ""
+    supported: list[int] | None = None
+
+
+# --- chat stream -------------------------------------------------------------------
+
+
+class StreamStart(_Frame):
+    type: Literal["stream_start"] = "stream_start"
+    request_id: str
+
+
+class FloatingDomain(_Frame):
+    type: Literal["floating_domain"] = "floating_domain"
+    request_id: str
+    domain: ChatDomain
+
+
+class StreamText(_Frame):
+    type: Literal["stream_text"] = "stream_text"
+    request_id: str
+    chunk: str
+
+
+class StreamEnd(_Frame):
+    type: Literal["stream_end"] = "stream_end"
+    request_id: str
+    mutations: list[Mutation] = Field(default_factory=list)
+    error: str | None = None
+
+
+# --- run events --------------------------------------------------------------------
+
+
+class RunStarted(_Frame):
+    type: Literal["run_started"] = "run_started"
+    seq: int
+    run_id: str
+    agent_id: str
+    agent_name: str
+    trigger: RunTrigger
+    started_at: str | None = None
+    run_context: dict[str, Any] | None = None
+
+
+class RunProgress(_Frame):
+    type: Literal["run_progress"] = "run_progress"
+    seq: int
+    run_id: str
+    phase: RunPhase
+    done: int
+    total: int
+    detail: str | None = None
+
+
+class RunComplete(_Frame):
+    type: Literal["run_complete"] = "run_complete"
+    seq: int
+    run_id: str
+    agent_id: str
+    agent_name: str | None = None
+    trigger: RunTrigger
+    status: Literal["success", "partial", "error", "cancelled", "skipped"]
+    started_at: str
+    finished_at: str
+    items_processed: int = 0
+    items_created: int = 0
+    items_updated: int = 0
+    errors: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    run_context: dict[str, Any] | None = None
+
+
+Frame = Annotated[
+    DeviceHello
+    | ControlHello
+    | HelloAck
+    | ToolCall
+    | ToolResult
+    | AgentsSync
+    | Trigger
+    | Cancel
+    | StatusRequest
+    | HomeRequest
+    | FloatingRequest
+    | CredentialsPut
+    | Ping
+    | Pong
+    | Ack
+    | Status
+    | Error
+    | StreamStart
+    | FloatingDomain
+    | StreamText
+    | StreamEnd
+    | RunStarted
+    | RunProgress
+    | RunComplete,
+    Field(discriminator="type"),
+]
