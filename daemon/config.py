@@ -1,0 +1,247 @@
+"""The daemon's settings: ``config.toml``, then ``TETHER_*`` variables, then flags.
+
+Rules:
+
+- Every setting has a default; a missing ``config.toml`` is not an error.
+- Later sources win: file < environment < ``overrides`` (command-line flags).
+- Unknown keys are errors (``extra="forbid"``), so a typo such as ``prot = 1`` is
+  reported with the key named instead of being silently ignored.
+- Every error is a :class:`~daemon.errors.ConfigError` that names where the bad
+  value came from (the file and key, or the variable) and what was wrong. Secret
+  values (``llm.api_key``) are never echoed in an error.
+- The daemon binds a loopback address unless ``allow_remote = true``.
+- An empty environment variable counts as unset (``TETHER_PORT=`` in a shell).
+
+Environment variables: ``TETHER_MODEL``, ``TETHER_API_BASE``, ``TETHER_API_KEY``
+(the ``llm`` table), ``TETHER_PORT``, ``TETHER_HOST``, ``TETHER_TOOL_CALL_TIMEOUT_S``,
+``TETHER_LOG_LEVEL``. ``TETHER_TOKEN`` (pairing) and ``TETHER_HOME`` (paths) are
+read by ``daemon.pairing`` and ``daemon.paths``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from daemon.errors import ConfigError
+from daemon.paths import Paths
+
+__all__ = [
+    "ENV_VARS",
+    "Config",
+    "LLMConfig",
+    "RunsConfig",
+    "is_loopback_host",
+    "load_config",
+]
+
+MiB = 1024 * 1024
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# variable -> dotted key in Config
+ENV_VARS: dict[str, str] = {
+    "TETHER_MODEL": "llm.model",
+    "TETHER_API_BASE": "llm.api_base",
+    "TETHER_API_KEY": "llm.api_key",
+    "TETHER_PORT": "port",
+    "TETHER_HOST": "host",
+    "TETHER_TOOL_CALL_TIMEOUT_S": "tool_call_timeout_s",
+    "TETHER_LOG_LEVEL": "log_level",
+}
+
+_SECRET_KEYS = frozenset({"llm.api_key"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LLMConfig(_Section):
+    """The ``[llm]`` table: which model litellm calls, and how patiently."""
+
+    model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+
+class RunsConfig(_Section):
+    """The ``[runs]`` table: limits on agent runs."""
+
+    max_concurrent_per_device: int = Field(default=1, ge=1)
+    progress_interval_s: float = Field(default=0.25, gt=0)
+    max_file_bytes: int = Field(default=20 * MiB, ge=1)
+    step_budget: int = Field(default=12, ge=1)
+    tool_call_budget: int = Field(default=200, ge=1)
+
+
+class Config(_Section):
+    """All settings of the daemon process."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=47821, ge=0, le=65535)  # 0 = let the OS pick
+    allow_remote: bool = False
+    allowed_origins: list[str] = Field(default_factory=list)
+    max_message_bytes: int = Field(default=16 * MiB, ge=1024)
+    hello_timeout_s: float = Field(default=5.0, gt=0)
+    heartbeat_s: float = Field(default=20, gt=0)
+    tool_call_timeout_s: float = Field(default=30.0, gt=0)
+    max_in_flight: int = Field(default=64, ge=1)
+    max_pending_handshakes: int = Field(default=32, ge=1)
+    max_bad_frames: int = Field(default=20, ge=1)
+    event_retention: int = Field(default=1000, ge=0)
+    log_level: LogLevel = "INFO"
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    runs: RunsConfig = Field(default_factory=RunsConfig)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> Config:
+        if not self.allow_remote and not is_loopback_host(self.host):
+            raise ValueError(
+                f"host {self.host} is not a loopback address; set allow_remote = true to bind it"
+            )
+        return self
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (brackets allowed)."""
+    name = host.strip().rstrip(".").lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(
+    paths: Paths,
+    env: Mapping[str, str] = os.environ,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read ``config.toml`` (if present), apply ``TETHER_*`` variables, then ``overrides``.
+
+    ``overrides`` maps dotted keys (``"port"``, ``"llm.model"``) to values; the CLI
+    passes its flags here. Raises :class:`ConfigError` naming the source of a bad value.
+    """
+    path = paths.config_toml
+    data = _read_toml(path)
+    origin: dict[str, str] = {}  # dotted key -> where its value came from
+    for key in _dotted_keys(data):
+        origin[key] = f"{path}: key '{key}'"
+    for var, key in ENV_VARS.items():
+        raw = env.get(var, "")
+        if raw.strip():
+            _set_dotted(data, key, raw.strip())
+            origin[key] = f"environment variable {var}"
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+        origin[key] = f"option {key}"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(err, origin, path) for err in exc.errors()]
+    # Raised outside the except block: the pydantic error (which may quote a
+    # secret value) must not be chained into tracebacks.
+    raise ConfigError(problems[0] if len(problems) == 1 else "; ".join(problems))
+
+
+def _read_toml(path: os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fp:
+            return tomllib.load(fp)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, dotted + "."))
+    return keys
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _describe(err: Mapping[str, Any], origin: Mapping[str, str], path: os.PathLike[str]) -> str:
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        where = origin.get(key, f"{path}: key '{key}'")
+        parent = ".".join(loc[:-1])
+        return f"{where}: unknown key{_suggest(parent, loc[-1])}"
+    if not loc:  # a model-level rule; today only the loopback rule, which is about host
+        key = "host"
+    where = origin.get(key) or _nearest_origin(key, origin) or f"{path}: key '{key}'"
+    if key in _SECRET_KEYS:
+        return f"{where}: {message}"
+    value = err.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) and loc else ""
+    return f"{where}: {message}{shown}"
+
+
+def _nearest_origin(key: str, origin: Mapping[str, str]) -> str | None:
+    # For list items ("allowed_origins.0") the origin is recorded on the list.
+    parts = key.split(".")
+    while parts:
+        parts.pop()
+        found = origin.get(".".join(parts))
+        if found:
+            return found
+    return None
+
+
+def _suggest(section: str, name: str) -> str:
+    model: type[BaseModel] = Config
+    for part in filter(None, section.split(".")):
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
