@@ -1,0 +1,215 @@
+"""Live sessions and ``ClientStore``, the daemon's side of the storage contract.
+
+Rules (protocol.md, architecture.md):
+
+- A session is one authenticated WebSocket: a *device* session (the desktop app,
+  which owns storage and answers ``tool_call``) or a *control* session (the CLI).
+- Tool calls are futures keyed by request id. At most ``max_in_flight`` are
+  outstanding per session; more wait in FIFO order for a slot.
+- Each call waits at most ``timeout_s`` for its ``tool_result``, then fails with
+  ``ToolCallTimeout``; a late answer is dropped.
+- When the session closes, every pending call and every caller still waiting for a
+  slot fails at once with ``DeviceOffline``. ``close()`` is idempotent.
+- ``ClientStore`` translates results into rows and failures into the
+  ``agents.errors.StoreError`` tree, so agents never see a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agents.errors import DeviceOffline, ToolCallError, ToolCallTimeout
+from agents.store import Row
+from protocol.codec import encode
+from protocol.frames import Capabilities, ToolCall, ToolResult, _Frame
+
+__all__ = ["ClientStore", "ControlSession", "DeviceSession", "Session"]
+
+log = logging.getLogger("tether.session")
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class Session:
+    """One authenticated connection. ``send`` never raises for a closed peer."""
+
+    kind = "session"
+
+    def __init__(self, session_id: str, send_text: SendText) -> None:
+        self.session_id = session_id
+        self._send_text = send_text
+        self.closed = False
+        self.close_reason = ""
+
+    async def send(self, frame: _Frame) -> bool:
+        """Send one frame; False when the connection is already gone."""
+        if self.closed:
+            return False
+        try:
+            await self._send_text(encode(frame))
+        except Exception as exc:  # the connection's own errors: the peer left
+            log.debug("send on %s failed: %s", self.session_id, exc)
+            return False
+        return True
+
+    def close(self, reason: str = "session closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+
+
+class ControlSession(Session):
+    """A CLI or tool session: may trigger and watch, never serves tool calls."""
+
+    kind = "control"
+
+    def __init__(self, session_id: str, send_text: SendText, *, subscribe: bool = True) -> None:
+        super().__init__(session_id, send_text)
+        self.subscribe = subscribe
+
+
+class DeviceSession(Session):
+    """The desktop app's session: owns storage, answers tool calls."""
+
+    kind = "device"
+
+    def __init__(
+        self,
+        session_id: str,
+        send_text: SendText,
+        *,
+        device_id: str,
+        capabilities: Capabilities | None = None,
+        timeout_s: float = 30.0,
+        max_in_flight: int = 64,
+    ) -> None:
+        super().__init__(session_id, send_text)
+        self.device_id = device_id
+        self.capabilities = capabilities or Capabilities()
+        self.timeout_s = timeout_s
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pending: dict[str, asyncio.Future[ToolResult]] = {}
+        self._ids = itertools.count(1)
+        self._prefix = session_id[:8]
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def store(
+        self, *, run_id: str | None = None, run_context: dict[str, Any] | None = None
+    ) -> ClientStore:
+        """A ``Store`` over this session, optionally attributed to a run."""
+        return ClientStore(self, run_id=run_id, run_context=run_context)
+
+    async def call(self, frame_fields: dict[str, Any], *, timeout_s: float | None = None) -> ToolResult:
+        """Send one ``tool_call`` and wait for its ``tool_result``."""
+        if self.closed:
+            raise DeviceOffline(f"device {self.device_id} is offline ({self.close_reason})")
+        async with self._slots:
+            if self.closed:
+                raise DeviceOffline(f"device {self.device_id} is offline ({self.close_reason})")
+            call_id = f"{self._prefix}-{next(self._ids)}"
+            future: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
+            self._pending[call_id] = future
+            try:
+                if not await self.send(ToolCall(id=call_id, **frame_fields)):
+                    raise DeviceOffline(f"device {self.device_id} went offline")
+                wait = self.timeout_s if timeout_s is None else timeout_s
+                try:
+                    return await asyncio.wait_for(future, wait)
+                except TimeoutError:
+                    raise ToolCallTimeout(
+                        f"the app did not answer {frame_fields.get('action')} "
+                        f"{frame_fields.get('table')} within {wait:g} s"
+                    ) from None
+            finally:
+                self._pending.pop(call_id, None)
+
+    def resolve(self, result: ToolResult) -> bool:
+        """Hand a ``tool_result`` to its waiting call; False if nobody waits for it."""
+        future = self._pending.get(result.id)
+        if future is None or future.done():
+            return False
+        future.set_result(result)
+        return True
+
+    def close(self, reason: str = "session closed") -> None:
+        if self.closed:
+            return
+        super().close(reason)
+        error = DeviceOffline(f"device {self.device_id} disconnected ({reason})")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+
+class ClientStore:
+    """The ``agents.store.Store`` interface over a live device session."""
+
+    def __init__(
+        self,
+        session: DeviceSession,
+        *,
+        run_id: str | None = None,
+        run_context: dict[str, Any] | None = None,
+    ) -> None:
+        self.session = session
+        self.run_id = run_id
+        self.run_context = run_context
+        self.calls = 0
+
+    async def _call(self, **fields: Any) -> ToolResult:
+        if self.run_id is not None:
+            fields["run_id"] = self.run_id
+            if self.run_context is not None:
+                fields["run_context"] = self.run_context
+        self.calls += 1
+        result = await self.session.call(fields)
+        if not result.succeeded:
+            body = result.error_body()
+            raise ToolCallError(body.code, body.message)
+        return result
+
+    async def select(
+        self, table: str, filters: dict[str, Any] | None = None, limit: int | None = None
+    ) -> list[Row]:
+        fields: dict[str, Any] = {"action": "select", "table": table}
+        if filters:
+            fields["filters"] = filters
+        if limit is not None:
+            fields["limit"] = limit
+        result = await self._call(**fields)
+        return list(result.rows or [])
+
+    async def get(self, table: str, id: str) -> Row | None:
+        result = await self._call(action="get", table=table, data={"id": id})
+        return result.row
+
+    async def insert(
+        self, table: str, data: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Row:
+        fields: dict[str, Any] = {"action": "insert", "table": table, "data": data}
+        if idempotency_key is not None:
+            fields["idempotency_key"] = idempotency_key
+        result = await self._call(**fields)
+        if result.row is None:
+            raise ToolCallError("internal", f"the app answered an insert into {table} without a row")
+        return result.row
+
+    async def update(self, table: str, id: str, updates: dict[str, Any]) -> Row:
+        result = await self._call(
+            action="update", table=table, data={"id": id, "updates": updates}
+        )
+        if result.row is None:
+            raise ToolCallError("not_found", f"no {table} row {id}")
+        return result.row
+
+    async def delete(self, table: str, id: str) -> None:
+        await self._call(action="delete", table=table, data={"id": id})
