@@ -595,10 +595,48 @@ async def _get(ctx: ToolContext, table: str, row_id: str, hint: str) -> ToolOutc
     return ToolOutcome(render_row(table, row, ctx.tz, CLIP_IN_GET))
 
 
+# Background inserts first look for the same item (same title/name in the same
+# project): a changed file re-read by the model must update, never duplicate.
+_SAME_ITEM = {"tasks": "title", "notes": "title", "timelines": "title", "projects": "name"}
+
+
+async def _existing(ctx: ToolContext, table: str, values: Mapping[str, Any]) -> Row | None:
+    field = _SAME_ITEM.get(table)
+    if field is None or not isinstance(values.get(field), str):
+        return None
+    wanted = _normalise(values[field])
+    filters: dict[str, Any] = {"includeArchived": True} if table == "projects" else {}
+    if table != "projects" and values.get("projectId") is not None:
+        filters["projectId"] = values["projectId"]
+    for row in await ctx.store.select(table, filters or None, FETCH_LIMIT):
+        same_project = table == "projects" or row.get("projectId") == values.get("projectId")
+        if same_project and _normalise(str(row.get(field) or "")) == wanted:
+            return row
+    return None
+
+
+async def _update_existing(
+    ctx: ToolContext, table: str, row: Row, values: Mapping[str, Any]
+) -> ToolOutcome:
+    skip = {_SAME_ITEM[table], "projectId", "isAiSuggested", "isApproved"}
+    changes = {k: v for k, v in values.items() if k not in skip and row.get(k) != v}
+    if not changes:
+        return ToolOutcome(f"already recorded, unchanged: {render_row(table, row, ctx.tz)}")
+    updated = await ctx.store.update(table, str(row["id"]), changes)
+    return ToolOutcome(
+        f"already recorded; updated {render_row(table, updated, ctx.tz)}",
+        [MutationRecord("update", table, updated)],
+    )
+
+
 async def _insert(
     ctx: ToolContext, table: str, data: dict[str, Any], identity: tuple[object, ...]
 ) -> ToolOutcome:
     values = _columns(data)
+    if ctx.background:
+        existing = await _existing(ctx, table, values)
+        if existing is not None:
+            return await _update_existing(ctx, table, existing, values)
     if ctx.background and TABLES[Table(table)].ai_flags:
         # Set here, whatever the model asked: the user approves suggestions in the app.
         values["isAiSuggested"] = 1
@@ -714,7 +752,7 @@ async def _create_task(ctx: ToolContext, a: CreateTaskArgs) -> ToolOutcome:
         "dueDate": _ms(a.due_date, ctx),
         "projectId": a.project_id,
     }
-    return await _insert(ctx, "tasks", data, (a.title,))
+    return await _insert(ctx, "tasks", data, (a.project_id, a.title))
 
 
 async def _update_task(ctx: ToolContext, a: UpdateTaskArgs) -> ToolOutcome:
@@ -761,7 +799,7 @@ async def _get_note(ctx: ToolContext, a: NoteIdArgs) -> ToolOutcome:
 async def _create_note(ctx: ToolContext, a: CreateNoteArgs) -> ToolOutcome:
     await _check_project(ctx, a.project_id)
     data = {"title": a.title, "content": a.content, "projectId": a.project_id}
-    return await _insert(ctx, "notes", data, (a.title,))
+    return await _insert(ctx, "notes", data, (a.project_id, a.title))
 
 
 async def _update_note(ctx: ToolContext, a: UpdateNoteArgs) -> ToolOutcome:
@@ -971,6 +1009,11 @@ class Toolset:
             return _error(f"arguments for {name} are not valid JSON ({exc}); send one JSON object")
         if not isinstance(raw, dict):
             return _error(f"arguments for {name} must be a JSON object, got {type(raw).__name__}")
+        if ctx.background or self.background:
+            # The approval flags are the daemon's to set in background runs (see _insert):
+            # a model asking for them is overruled, not refused.
+            for flag in _APPROVAL_FLAGS:
+                raw.pop(flag, None)
         try:
             args = tool.args.model_validate(raw)
         except ValidationError as exc:
@@ -981,6 +1024,9 @@ class Toolset:
             raise
         except (ToolError, StoreError) as exc:
             return _error(str(exc))
+
+
+_APPROVAL_FLAGS = ("isAiSuggested", "isApproved", "is_ai_suggested", "is_approved")
 
 
 def _error(message: str) -> ToolOutcome:

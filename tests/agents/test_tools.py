@@ -486,10 +486,12 @@ async def test_background_context_cannot_delete_even_through_a_chat_toolset(
 async def test_background_inserts_are_unapproved_suggestions(store: SqliteBackedStore) -> None:
     ts = background_toolset(["tasks", "notes", "timelines", "projects"])
     ctx = ToolContext(store, background=True, tz=PARIS)
-    # The model cannot approve its own suggestion: the field is not an argument at all.
-    sneaky = await call(ts, ctx, "create_task", {"title": "Ship", "isApproved": 1})
-    assert sneaky.is_error and "isApproved: unknown argument" in sneaky.text
-    assert store.calls == []
+    # The model cannot approve its own suggestion: asking for it is overruled.
+    sneaky = await ok(ts, ctx, "create_task", {"title": "Ship", "isApproved": 1})
+    assert "suggestion awaiting approval" in sneaky.text
+    (row,) = store.db.rows("tasks")
+    assert (row["isAiSuggested"], row["isApproved"]) == (1, 0)
+    store.db.handle("delete", "tasks", data={"id": row["id"]})
 
     project_id = created_id(await ok(ts, ctx, "create_project", {"name": "P"}))
     await ok(ts, ctx, "create_task", {"title": "Ship", "project_id": project_id})
@@ -508,7 +510,9 @@ async def test_idempotency_keys_are_stable_per_scope(store: SqliteBackedStore) -
     ts = background_toolset(["tasks"])
 
     async def run(scope: str, title: str) -> str | None:
-        ctx = ToolContext(store, background=True, idempotency_scope=scope)
+        # background=False: a background run would find the first row by title and
+        # update it instead (see the next test); here only the keys are under test.
+        ctx = ToolContext(store, background=False, idempotency_scope=scope)
         await ok(ts, ctx, "create_task", {"title": title})
         action, table, params = store.calls[-1]
         assert (action, table) == ("insert", "tasks")
@@ -520,12 +524,35 @@ async def test_idempotency_keys_are_stable_per_scope(store: SqliteBackedStore) -
     other = await run("agent-1:sha256-of-other-file", "Send invoice")
     assert first is not None and first.startswith("sha256:") and len(first) == 7 + 64
     assert again == first and other != first
-    assert first == idempotency_key("agent-1:sha256-of-file", "tasks", ["Send invoice"])
+    assert first == idempotency_key("agent-1:sha256-of-file", "tasks", [None, "Send invoice"])
     assert store.db.count("tasks") == 2  # the re-run created nothing new
 
-    no_scope = ToolContext(store, background=True)
+    no_scope = ToolContext(store, background=False)
     await ok(ts, no_scope, "create_task", {"title": "Send invoice"})
     assert store.calls[-1][2]["idempotency_key"] is None
+
+
+async def test_background_create_of_an_existing_item_updates_it(store: SqliteBackedStore) -> None:
+    ts = background_toolset(["tasks", "notes", "projects"])
+    ctx = ToolContext(store, background=True, idempotency_scope="a:v1", tz=PARIS)
+    p1 = created_id(await ok(ts, ctx, "create_project", {"name": "Site"}))
+    p2 = created_id(await ok(ts, ctx, "create_project", {"name": "Other"}))
+    await ok(ts, ctx, "create_task", {"title": "Send invoice", "project_id": p1})
+    # The file changed (new scope): the same task again, now with a priority.
+    ctx2 = ToolContext(store, background=True, idempotency_scope="a:v2", tz=PARIS)
+    again = await ok(ts, ctx2, "create_task", {"title": " send  INVOICE", "project_id": p1,
+                                               "priority": "high"})
+    assert again.mutations[0].action == "update"
+    (task,) = store.db.rows("tasks")
+    assert task["priority"] == "high" and task["title"] == "Send invoice"
+    unchanged = await ok(ts, ctx2, "create_task", {"title": "Send invoice", "project_id": p1})
+    assert unchanged.mutations == [] and "unchanged" in unchanged.text
+    # Same title in another project, or standalone, is another item.
+    await ok(ts, ctx2, "create_task", {"title": "Send invoice", "project_id": p2})
+    await ok(ts, ctx2, "create_task", {"title": "Send invoice"})
+    assert store.db.count("tasks") == 3
+    assert (await ok(ts, ctx2, "create_project", {"name": "site"})).mutations == []
+    assert store.db.count("projects") == 2
 
 
 def test_idempotency_identity_of_timelines_and_comments() -> None:
