@@ -1,0 +1,199 @@
+"""Chat: ``home_request`` / ``floating_request`` answered as a stream.
+
+Rules (agents.md "Chat", protocol.md "Chat stream"):
+
+- ``stream_start`` first; for a floating request ``floating_domain`` next, from the
+  table of the first tool used, or — if text comes before any tool — from the
+  request's scope (``tasks`` when the scope names no known domain).
+- ``stream_text`` chunks are forwarded as the model produces them.
+- ``stream_end`` always ends the request, exactly once, with every insert, update
+  and delete the request performed (recorded at the store, so a request that fails
+  half-way still reports what it changed) and ``error`` when it did not finish:
+  ``"cancelled"``, or an LLM failure in words the user can act on.
+- Chat runs the one tool loop with every entity tool, deletes included: the user
+  typed the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, tzinfo
+from typing import Any
+
+from protocol.frames import (
+    FloatingDomain,
+    FloatingRequest,
+    HomeRequest,
+    Mutation,
+    StreamEnd,
+    StreamStart,
+    StreamText,
+    _Frame,
+)
+
+from .errors import DeviceOffline, LLMError, RunCancelled
+from .llm import LLM, Message
+from .loop import LoopLimits, run_loop
+from .store import Row, Store
+from .tools import ToolContext, chat_toolset
+
+__all__ = ["ChatService", "RecordingStore"]
+
+log = logging.getLogger("tether.chat")
+
+Send = Callable[[_Frame], Awaitable[bool]]
+DOMAINS = ("tasks", "notes", "timelines", "projects")
+_TABLE_DOMAIN = {"taskComments": "tasks", "clients": "projects"}
+
+SYSTEM_PROMPT = """You are the assistant inside a freelancer's desktop app that keeps \
+tasks, notes, timelines (milestones) and projects. Use the tools to read and change that \
+data; never invent ids. Before creating something, look for an existing record and update \
+it instead when one matches. Dates are ISO 8601 (today is {today}, time zone {tz}). \
+When you mention records, you may tag them for the app as <task>[id1,id2]</task> (likewise \
+<project>, <note>, <timeline>). Answer briefly and plainly."""
+
+
+class RecordingStore:
+    """A ``Store`` that remembers every mutation it passed on (for ``stream_end``)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.mutations: list[Mutation] = []
+
+    async def select(
+        self, table: str, filters: dict[str, Any] | None = None, limit: int | None = None
+    ) -> list[Row]:
+        return await self.inner.select(table, filters, limit)
+
+    async def get(self, table: str, id: str) -> Row | None:
+        return await self.inner.get(table, id)
+
+    async def insert(
+        self, table: str, data: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Row:
+        row = await self.inner.insert(table, data, idempotency_key=idempotency_key)
+        self.mutations.append(Mutation(action="insert", table=table, data=row))
+        return row
+
+    async def update(self, table: str, id: str, updates: dict[str, Any]) -> Row:
+        row = await self.inner.update(table, id, updates)
+        self.mutations.append(Mutation(action="update", table=table, data=row))
+        return row
+
+    async def delete(self, table: str, id: str) -> None:
+        await self.inner.delete(table, id)
+        self.mutations.append(Mutation(action="delete", table=table, data={"id": id}))
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        llm_factory: Callable[[], LLM],
+        tz: tzinfo,
+        limits: LoopLimits | None = None,
+    ) -> None:
+        self.llm_factory = llm_factory
+        self.tz = tz
+        self.limits = limits or LoopLimits(max_steps=10)
+        self.toolset = chat_toolset()
+
+    def messages(self, frame: HomeRequest | FloatingRequest) -> list[Message]:
+        today = datetime.now(self.tz).date().isoformat()
+        system = SYSTEM_PROMPT.format(today=today, tz=getattr(self.tz, "key", str(self.tz)))
+        if isinstance(frame, FloatingRequest):
+            scope = frame.scope
+            system += (
+                f"\nThe user is looking at {scope.type}"
+                + (f" with id {scope.id}" if scope.id else "")
+                + "; requests are about that unless they say otherwise."
+            )
+        messages: list[Message] = [{"role": "system", "content": system}]
+        if isinstance(frame, HomeRequest) and frame.conversation_history:
+            messages += [{"role": m.role, "content": m.content} for m in frame.conversation_history]
+        messages.append({"role": "user", "content": frame.message})
+        return messages
+
+    async def handle(
+        self,
+        frame: HomeRequest | FloatingRequest,
+        *,
+        send: Send,
+        store: Store,
+        cancel: asyncio.Event,
+    ) -> None:
+        """Answer one chat request; always ends with one ``stream_end``."""
+        request_id = frame.request_id or ""
+        recording = RecordingStore(store)
+        floating = isinstance(frame, FloatingRequest)
+        domain_sent = not floating
+
+        async def send_domain(domain: str) -> None:
+            nonlocal domain_sent
+            if not domain_sent:
+                domain_sent = True
+                await send(FloatingDomain(request_id=request_id, domain=domain))  # type: ignore[arg-type]
+
+        async def on_tool(name: str) -> None:
+            table = self.toolset.table_of(name)
+            if table is not None:
+                table = _TABLE_DOMAIN.get(table, table)
+            await send_domain(table if table in DOMAINS else "tasks")
+
+        async def on_text(chunk: str) -> None:
+            if isinstance(frame, FloatingRequest):
+                await send_domain(frame.scope.type if frame.scope.type in DOMAINS else "tasks")
+            await send(StreamText(request_id=request_id, chunk=chunk))
+
+        await send(StreamStart(request_id=request_id))
+        error: str | None = None
+        try:
+            llm = self.llm_factory()
+            ctx = ToolContext(store=recording, background=False, tz=self.tz)
+            loop_task = asyncio.create_task(
+                run_loop(
+                    llm,
+                    self.messages(frame),
+                    self.toolset,
+                    ctx,
+                    limits=self.limits,
+                    on_text=on_text,
+                    on_tool=on_tool,
+                    cancel=cancel,
+                )
+            )
+            cancelled = asyncio.create_task(cancel.wait())
+            try:
+                await asyncio.wait({loop_task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cancelled.cancel()
+            if not loop_task.done():
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RunCancelled):
+                    await loop_task
+                raise RunCancelled("cancelled")
+            loop_task.result()
+        except RunCancelled:
+            error = "cancelled"
+        except LLMError as exc:
+            error = str(exc)
+        except DeviceOffline as exc:
+            error = f"the desktop app went away: {exc}"
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await send(StreamEnd(request_id=request_id, mutations=recording.mutations, error="cancelled"))
+            raise
+        except Exception as exc:  # never leave the app waiting for stream_end
+            log.exception("chat request %s failed", request_id)
+            error = f"internal error in the daemon ({type(exc).__name__}); see its log"
+        if floating:
+            await send_domain(
+                frame.scope.type if isinstance(frame, FloatingRequest) and frame.scope.type in DOMAINS else "tasks"
+            )
+        end = StreamEnd(request_id=request_id, mutations=recording.mutations)
+        if error is not None:
+            end.error = error
+        await send(end)

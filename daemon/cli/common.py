@@ -1,0 +1,43 @@
+"""What several verbs share: paths, config, and a control session to the daemon."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from daemon.config import Config, load_config
+from daemon.errors import NotRunning
+from daemon.pairing import read_or_create_token
+from daemon.paths import Paths
+from daemon.runtime import read_runtime
+
+__all__ = ["control_client", "load"]
+
+
+def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
+    paths = Paths.default()
+    return paths, load_config(paths, os.environ, overrides=overrides)
+
+
+async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
+    """A connected control session to the running daemon (``ProtocolClient``)."""
+    from protocol.client import HandshakeRefused, ProtocolClient
+
+    info = read_runtime(paths)
+    if info is None:
+        raise NotRunning("the tether daemon is not running (start it with: daemon run)")
+    host = "127.0.0.1" if info.host in ("0.0.0.0", "::", "") else info.host
+    if ":" in host:
+        host = f"[{host}]"
+    token = read_or_create_token(paths.ensure())
+    client = ProtocolClient(f"ws://{host}:{info.port}/", token, client_name="tether-cli")
+    hello = client.hello()
+    hello.subscribe = subscribe
+    client.hello = lambda: hello  # type: ignore[method-assign]
+    try:
+        await client.connect()
+    except HandshakeRefused as exc:
+        raise NotRunning(f"the daemon at port {info.port} refused the CLI: {exc}") from None
+    except OSError as exc:
+        raise NotRunning(f"cannot reach the daemon at port {info.port}: {exc}") from None
+    return client

@@ -1,0 +1,38 @@
+"""``daemon pair [--rotate]``: where the pairing token is, or a new one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from daemon.pairing import read_or_create_token, rotate_token, token_source
+from daemon.runtime import read_runtime
+
+from .common import load
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("pair", help="show the pairing token's location, or make a new one")
+    p.add_argument("--rotate", action="store_true", help="make a new token (old sessions end)")
+    p.add_argument("--show", action="store_true", help="print the token itself")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths, _ = load()
+    paths.ensure()
+    if args.rotate:
+        if os.environ.get("TETHER_TOKEN"):
+            print("TETHER_TOKEN is set: the token comes from the environment; unset it to rotate")
+            return 1
+        token = rotate_token(paths)
+        print(f"new pairing token written to {paths.token_file}")
+        if read_runtime(paths) is not None:
+            print("the running daemon picks it up within seconds and closes the old sessions")
+    else:
+        token = read_or_create_token(paths)
+        print(f"pairing token: {token_source(paths)}")
+    if args.show:
+        print(token)
+    return 0

@@ -1,0 +1,55 @@
+"""``daemon status``: is it running, which app is connected, every agent's runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from daemon.errors import NotRunning
+
+from .common import control_client, load
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("status", help="is the daemon running; agents with next/last run")
+    p.add_argument("--json", action="store_true", help="print the status frame as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths, _ = load()
+    try:
+        status = asyncio.run(_fetch(paths))
+    except NotRunning as exc:
+        if args.json:
+            print(json.dumps({"running": False}))
+        else:
+            print(f"not running: {exc}")
+        return 3
+    if args.json:
+        print(status.model_dump_json(indent=2))
+        return 0
+    d = status.daemon
+    print(f"running: pid {d.pid if d else '?'}, port {d.port if d else '?'}, version {d.version if d else '?'}")
+    print("desktop app: " + (", ".join(status.devices) if status.devices else "not connected"))
+    if not status.agents:
+        print("agents: none (the app sends them, or put them in agents.toml)")
+    for a in status.agents:
+        state = "enabled" if a.enabled else "disabled"
+        print(
+            f"  {a.id:<20} {state:<8} cron {a.schedule_cron!r:<16} next {a.next_run_at or '-':<25} "
+            f"last {a.last_run_at or 'never'} ({a.last_status or '-'})"
+        )
+    for r in status.active_runs:
+        print(f"  running: {r.agent_id} run {r.run_id} ({r.trigger}) {r.phase or ''} {r.done}/{r.total}")
+    return 0
+
+
+async def _fetch(paths: Any) -> Any:
+    client = await control_client(paths)
+    try:
+        return await client.status()
+    finally:
+        await client.close()

@@ -1,0 +1,373 @@
+"""The run manager: owns every agent run from request to ``run_complete``.
+
+Rules (agents.md, protocol.md "Run events", architecture.md "The path of one run"):
+
+- At most one run per agent at a time, counting runs that wait for a device slot:
+  a second request gets ``already_running`` (the scheduler's fires fold into the
+  run already there, see ``scheduler.service``).
+- A run needs its device online: the agent's ``device_id`` session, or, for an agent
+  bound to no device, the most recently connected device. Otherwise
+  ``device_offline``.
+- At most ``max_concurrent_per_device`` runs execute at once per device; the rest
+  wait in FIFO order (the scheduler enqueues overdue agents oldest-due first).
+- Journal entry on start and on finish; ``run_started`` and ``run_complete``
+  through the event log; ``run_progress`` at most once per ``progress_interval_s``
+  per run and phase, plus each phase's last step.
+- ``cancel`` sets the run's cancel event (the loop stops between steps) and the
+  run ends ``cancelled``. Shutdown cancels every run the same way.
+- Whatever happens inside a run (an exception, the app vanishing), the journal
+  and ``run_complete`` get a final status: a run never stays "running".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from agents.errors import DeviceOffline, LLMError, RunCancelled
+from agents.llm import LLM
+from agents.local_dir.records import FileRecord
+from agents.run import RunContext, RunLimits, RunReport, runner_for
+from protocol.agent_config import AgentConfig
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import RunSummary
+
+from .agent_configs import AgentRegistry
+from .config import Config
+from .events import EventLog
+from .logs import log_context
+from .server import Server
+from .session import DeviceSession
+from .state import StateStore
+
+__all__ = ["ActiveRun", "RunManager", "StateBookkeeping"]
+
+log = logging.getLogger("tether.runs")
+
+LLMFactory = Callable[[AgentConfig], LLM]
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StateBookkeeping:
+    """``agents.run.Bookkeeping`` over the daemon's state store, for one agent."""
+
+    def __init__(self, state: StateStore, agent: AgentConfig) -> None:
+        self.state = state
+        self.agent_id = agent.id
+
+    def file_index(self) -> dict[str, FileRecord]:
+        return self.state.file_index(self.agent_id)
+
+    def record_file(self, rec: FileRecord) -> None:
+        self.state.record_file(self.agent_id, rec)
+
+    def forget_files(self, paths: Iterable[str]) -> None:
+        self.state.forget_files(self.agent_id, list(paths))
+
+    def processed_ids(self, provider: str, account: str, ids: Collection[str]) -> set[str]:
+        return self.state.processed_ids(provider, account, self.agent_id, ids)
+
+    def mark_processed(self, provider: str, account: str, message_id: str) -> None:
+        self.state.mark_processed(provider, account, self.agent_id, message_id)
+
+    def get_cursor(self, key: str) -> str | None:
+        return self.state.get_cursor(self.agent_id, key)
+
+    def set_cursor(self, key: str, value: str) -> None:
+        self.state.set_cursor(self.agent_id, key, value)
+
+
+@dataclass
+class ActiveRun:
+    run_id: str
+    agent: AgentConfig
+    trigger: str
+    run_context: dict[str, Any] | None
+    device_id: str
+    requested_at: datetime
+    started_at: datetime | None = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    phase: str | None = None
+    done: int = 0
+    total: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_progress: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id,
+            agent_id=self.agent.id,
+            trigger=self.trigger,  # type: ignore[arg-type]
+            started_at=_iso(self.started_at or self.requested_at),
+            phase=self.phase,
+            done=self.done,
+            total=self.total,
+        )
+
+
+class RunManager:
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        registry: AgentRegistry,
+        server: Server,
+        events: EventLog,
+        config: Config,
+        llm_factory: LLMFactory,
+        tz: tzinfo,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.state = state
+        self.registry = registry
+        self.server = server
+        self.events = events
+        self.config = config
+        self.llm_factory = llm_factory
+        self.tz = tz
+        self.clock = clock
+        self._by_agent: dict[str, ActiveRun] = {}
+        self._by_run: dict[str, ActiveRun] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._closing = False
+
+    # --- queries ---------------------------------------------------------------------
+
+    def active(self) -> list[ActiveRun]:
+        return list(self._by_run.values())
+
+    def active_for(self, agent_id: str) -> ActiveRun | None:
+        return self._by_agent.get(agent_id)
+
+    def device_for(self, agent: AgentConfig) -> DeviceSession | None:
+        return self.server.device(agent.device_id)
+
+    # --- starting --------------------------------------------------------------------
+
+    def start(
+        self,
+        agent_id: str,
+        trigger: str,
+        *,
+        run_context: dict[str, Any] | None = None,
+    ) -> ActiveRun:
+        """Accept a run (it may wait for a device slot); raises ``ProtocolError``."""
+        if self._closing:
+            raise ProtocolError("the daemon is shutting down", code=ErrorCode.BUSY)
+        agent = self.registry.get(agent_id)
+        if agent is None:
+            raise ProtocolError(f"no agent {agent_id!r}", code=ErrorCode.UNKNOWN_AGENT)
+        current = self._by_agent.get(agent_id)
+        if current is not None:
+            raise ProtocolError(
+                f"agent {agent_id} is already running (run {current.run_id})",
+                code=ErrorCode.ALREADY_RUNNING,
+                run_id=current.run_id,
+            )
+        device = self.device_for(agent)
+        if device is None:
+            where = f"device {agent.device_id}" if agent.device_id else "no desktop app"
+            raise ProtocolError(
+                f"agent {agent_id} needs the desktop app, and {where} is connected"
+                if not agent.device_id
+                else f"agent {agent_id} runs only while {where} is connected; it is offline",
+                code=ErrorCode.DEVICE_OFFLINE,
+            )
+        run = ActiveRun(
+            run_id=uuid.uuid4().hex,
+            agent=agent,
+            trigger=trigger,
+            run_context=run_context if run_context is not None else agent.run_context,
+            device_id=device.device_id,
+            requested_at=self.clock(),
+        )
+        self._by_agent[agent_id] = run
+        self._by_run[run.run_id] = run
+        run.task = asyncio.create_task(self._execute(run), name=f"run-{agent_id}")
+        log.info("run %s of %s accepted (%s)", run.run_id, agent_id, trigger)
+        return run
+
+    async def record_skipped(self, agent: AgentConfig, trigger: str, reason: str) -> None:
+        """A fire that could not run (device offline): journal and event, status skipped."""
+        run_id = uuid.uuid4().hex
+        now = self.clock()
+        self.state.record_skipped(run_id, agent.id, trigger, now, reason)
+        await self.events.run_complete(
+            run_id=run_id,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            trigger=trigger,
+            status="skipped",
+            started_at=_iso(now),
+            finished_at=_iso(now),
+            errors=[reason],
+            **({"run_context": agent.run_context} if agent.run_context else {}),
+        )
+        log.info("run of %s skipped: %s", agent.id, reason)
+
+    # --- cancelling ------------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> bool:
+        run = self._by_run.get(run_id)
+        if run is None:
+            return False
+        log.info("run %s: cancel requested", run_id)
+        run.cancel.set()
+        return True
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel every run and wait for their journal entries (idempotent)."""
+        self._closing = True
+        runs = list(self._by_run.values())
+        for run in runs:
+            run.cancel.set()
+            if run.task is not None and run.started_at is None:
+                run.task.cancel()
+        tasks = [r.task for r in runs if r.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+
+    # --- executing -------------------------------------------------------------------
+
+    def _slot(self, device_id: str) -> asyncio.Semaphore:
+        slot = self._slots.get(device_id)
+        if slot is None:
+            slot = asyncio.Semaphore(self.config.runs.max_concurrent_per_device)
+            self._slots[device_id] = slot
+        return slot
+
+    async def _execute(self, run: ActiveRun) -> None:
+        try:
+            with log_context(run_id=run.run_id, agent_id=run.agent.id):
+                async with self._slot(run.device_id):
+                    await self._run(run)
+        except asyncio.CancelledError:
+            if run.started_at is None:
+                log.info("run %s cancelled before it started", run.run_id)
+        finally:
+            self._by_agent.pop(run.agent.id, None)
+            self._by_run.pop(run.run_id, None)
+            run.finished.set()
+
+    async def _run(self, run: ActiveRun) -> None:
+        agent = run.agent
+        started = self.clock()
+        run.started_at = started
+        self.state.start_run(run.run_id, agent.id, run.trigger, started, run_context=run.run_context)
+        extra = {"run_context": run.run_context} if run.run_context is not None else {}
+        await self.events.run_started(
+            run_id=run.run_id,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            trigger=run.trigger,
+            started_at=_iso(started),
+            **extra,
+        )
+        report = await self._report(run)
+        finished = self.clock()
+        usage = report.usage
+        usage_dict = {
+            "llm_calls": usage.llm_calls,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        }
+        if usage.cost_usd is not None:
+            usage_dict["cost_usd"] = usage.cost_usd
+        self.state.finish_run(
+            run.run_id,
+            report.status,
+            finished,
+            items_processed=report.items_processed,
+            items_created=report.items_created,
+            items_updated=report.items_updated,
+            errors=report.errors,
+            usage=usage_dict,
+            detail=report.detail,
+        )
+        await self.events.run_complete(
+            run_id=run.run_id,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            trigger=run.trigger,
+            status=report.status,
+            started_at=_iso(started),
+            finished_at=_iso(finished),
+            items_processed=report.items_processed,
+            items_created=report.items_created,
+            items_updated=report.items_updated,
+            errors=report.errors,
+            usage=usage_dict,
+            **extra,
+        )
+        log.info(
+            "run %s of %s finished %s: %d processed, %d created, %d updated, %d errors",
+            run.run_id, agent.id, report.status, report.items_processed,
+            report.items_created, report.items_updated, len(report.errors),
+        )
+
+    async def _report(self, run: ActiveRun) -> RunReport:
+        """Run the agent; turn every way a run can end into a report."""
+        device = self.server.device(run.device_id)
+        if device is None or device.closed:
+            return RunReport(status="error", errors=["the desktop app disconnected before the run started"])
+        runs = self.config.runs
+        try:
+            llm = self.llm_factory(run.agent)
+        except LLMError as exc:
+            return RunReport(status="error", errors=[str(exc)])
+        ctx = RunContext(
+            run_id=run.run_id,
+            agent=run.agent,
+            store=device.store(run_id=run.run_id, run_context=run.run_context),
+            llm=llm,
+            books=StateBookkeeping(self.state, run.agent),
+            progress=lambda phase, done, total, detail: self._progress(run, phase, done, total, detail),
+            cancel=run.cancel,
+            tz=self.tz,
+            limits=RunLimits(
+                step_budget=runs.step_budget,
+                tool_call_budget=runs.tool_call_budget,
+                max_file_bytes=runs.max_file_bytes,
+            ),
+        )
+        try:
+            report = await runner_for(run.agent.kind)(ctx)
+        except (RunCancelled, asyncio.CancelledError):
+            report = RunReport(status="cancelled", errors=["cancelled"])
+        except DeviceOffline as exc:
+            report = RunReport(status="error", errors=[f"the desktop app went away during the run: {exc}"])
+        except Exception as exc:  # a bug must not leave the run "running"
+            log.exception("run %s crashed", run.run_id)
+            report = RunReport(status="error", errors=[f"internal error: {type(exc).__name__}: {exc}"])
+        if run.cancel.is_set() and report.status != "cancelled":
+            report.status = "cancelled"
+        return report
+
+    async def _progress(self, run: ActiveRun, phase: str, done: int, total: int, detail: str | None) -> None:
+        run.phase, run.done, run.total = phase, done, total
+        now = time.monotonic()
+        last = run._last_progress.get(phase, 0.0)
+        if done < total and now - last < self.config.runs.progress_interval_s:
+            return
+        run._last_progress[phase] = now
+        fields: dict[str, Any] = {"run_id": run.run_id, "phase": phase, "done": done, "total": total}
+        if detail:
+            fields["detail"] = detail
+        with contextlib.suppress(Exception):
+            await self.events.run_progress(**fields)
