@@ -6,8 +6,9 @@ Rules (protocol.md, architecture.md):
   which owns storage and answers ``tool_call``) or a *control* session (the CLI).
 - Tool calls are futures keyed by request id. At most ``max_in_flight`` are
   outstanding per session; more wait in FIFO order for a slot.
-- Each call waits at most ``timeout_s`` for its ``tool_result``, then fails with
-  ``ToolCallTimeout``; a late answer is dropped.
+- Each call waits at most ``timeout_s`` for its ``tool_result`` (checked every
+  0.1 s by one sweeper per session), then fails with ``ToolCallTimeout``; a late
+  answer is dropped.
 - When the session closes, every pending call and every caller still waiting for a
   slot fails at once with ``DeviceOffline``. ``close()`` is idempotent.
 - ``ClientStore`` translates results into rows and failures into the
@@ -32,6 +33,7 @@ __all__ = ["ClientStore", "ControlSession", "DeviceSession", "Session"]
 log = logging.getLogger("tether.session")
 
 SendText = Callable[[str], Awaitable[None]]
+_SWEEP_S = 0.1
 
 
 class Session:
@@ -94,6 +96,8 @@ class DeviceSession(Session):
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: dict[str, asyncio.Future[ToolResult]] = {}
+        self._deadlines: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._prefix = session_id[:8]
 
@@ -115,21 +119,38 @@ class DeviceSession(Session):
             if self.closed:
                 raise DeviceOffline(f"device {self.device_id} is offline ({self.close_reason})")
             call_id = f"{self._prefix}-{next(self._ids)}"
-            future: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[ToolResult] = loop.create_future()
+            wait = self.timeout_s if timeout_s is None else timeout_s
             self._pending[call_id] = future
+            self._deadlines[call_id] = (loop.time() + wait, wait, frame_fields)
+            if self._sweeper is None:
+                self._sweeper = loop.create_task(self._sweep_deadlines())
             try:
-                if not await self.send(ToolCall(id=call_id, **frame_fields)):
+                # Built from our own fields: no need to re-validate on the hot path.
+                if not await self.send(ToolCall.model_construct(id=call_id, **frame_fields)):
                     raise DeviceOffline(f"device {self.device_id} went offline")
-                wait = self.timeout_s if timeout_s is None else timeout_s
-                try:
-                    return await asyncio.wait_for(future, wait)
-                except TimeoutError:
-                    raise ToolCallTimeout(
-                        f"the app did not answer {frame_fields.get('action')} "
-                        f"{frame_fields.get('table')} within {wait:g} s"
-                    ) from None
+                return await future
             finally:
                 self._pending.pop(call_id, None)
+                self._deadlines.pop(call_id, None)
+
+    async def _sweep_deadlines(self) -> None:
+        """Fail calls past their deadline. One timer per session instead of one per
+        call keeps the round trip cheap; a deadline is met within ``_SWEEP_S``."""
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(min(_SWEEP_S, self.timeout_s / 4))
+            now = loop.time()
+            for call_id, (deadline, wait, fields) in list(self._deadlines.items()):
+                future = self._pending.get(call_id)
+                if deadline <= now and future is not None and not future.done():
+                    future.set_exception(
+                        ToolCallTimeout(
+                            f"the app did not answer {fields.get('action')} "
+                            f"{fields.get('table')} within {wait:g} s"
+                        )
+                    )
 
     def resolve(self, result: ToolResult) -> bool:
         """Hand a ``tool_result`` to its waiting call; False if nobody waits for it."""
@@ -147,6 +168,8 @@ class DeviceSession(Session):
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._pending.clear()
 
 

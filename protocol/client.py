@@ -164,6 +164,7 @@ class ProtocolClient:
         self._runner: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopped = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- what a subclass says in its hello ------------------------------------------
 
@@ -174,6 +175,10 @@ class ProtocolClient:
             client=self.client_info,
             last_event_seq=self.last_event_seq,
         )
+
+    def serves_inline(self, call: ToolCall) -> bool:
+        """True when ``handle_tool_call`` never waits (answered in the read loop)."""
+        return False
 
     async def handle_tool_call(self, call: ToolCall) -> ToolResult:
         return ToolResult(id=call.id, ok=False, error={"code": "bad_request", "message": "not a device"})  # type: ignore[arg-type]
@@ -307,7 +312,13 @@ class ProtocolClient:
 
     async def _on_frame(self, conn: ClientConnection, frame: _Frame) -> None:
         if isinstance(frame, ToolCall):
-            asyncio.create_task(self._serve_tool_call(conn, frame))
+            if self.serves_inline(frame):
+                # Fast path: a synchronous store answers at once, in order, no task.
+                await self._serve_tool_call(conn, frame)
+            else:
+                task = asyncio.create_task(self._serve_tool_call(conn, frame))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif isinstance(frame, Ping):
             await conn.send(encode(Pong(id=frame.id) if frame.id is not None else Pong()))
         elif isinstance(frame, RunStarted | RunProgress | RunComplete):
@@ -491,6 +502,9 @@ class ReferenceClient(ProtocolClient):
         self.before_tool_call = before_tool_call
         self.tool_calls: list[ToolCall] = []
 
+    def serves_inline(self, call: ToolCall) -> bool:
+        return self.before_tool_call is None
+
     def hello(self) -> DeviceHello:
         frame = DeviceHello(
             protocol=PROTOCOL_VERSION,
@@ -527,4 +541,5 @@ class ReferenceClient(ProtocolClient):
             )
         except StorageError as exc:
             return ToolResult(id=call.id, ok=False, error={"code": exc.code, "message": exc.message})  # type: ignore[arg-type]
-        return ToolResult(id=call.id, ok=True, **payload)
+        # The payload comes from our own store: construct without re-validating.
+        return ToolResult.model_construct(id=call.id, ok=True, **payload)

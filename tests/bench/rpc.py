@@ -1,10 +1,11 @@
 """Benchmark: tool_call round trips per second, daemon ``ClientStore`` <-> reference client.
 
-Baseline, measured in the same run and the same process: a raw ``websockets`` JSON
-echo (server echoes each message back; compression off) at the same concurrency.
-Both sides of both measurements share one event loop, so the ratio compares the
-protocol stack (pydantic frames, request correlation, SQLite ``get``) with the bare
-transport.
+Baseline, measured in the same run: a raw ``websockets`` JSON echo (the peer
+echoes each message back; compression off) at the same concurrency. As in real
+use, the peer is another process in both measurements: the reference client with
+its SQLite file (answering ``get``), or the echo server. The measuring side is the
+daemon's ``ClientStore`` or a bare websockets client that ``json.dumps`` and
+``json.loads`` each message.
 
     python tests/bench/rpc.py [--seconds 3] [--rounds 3]
 
@@ -34,6 +35,7 @@ from daemon.paths import Paths
 from daemon.session import ClientStore
 from daemon.state import StateStore
 from protocol.client import ReferenceClient
+from protocol.sqlite_store import SqliteStore
 
 TARGETS = {1: 0.7, 64: 0.6}
 
@@ -54,45 +56,76 @@ async def _drive(op, concurrency: int, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def echo_rate(concurrency: int, seconds: float) -> float:
+async def serve_echo() -> None:
+    """Subprocess mode: an echo server; prints its port, runs until stdin closes."""
+
     async def echo(ws) -> None:
         async for message in ws:
             await ws.send(message)
 
     async with serve(echo, "127.0.0.1", 0, compression=None) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
-            pending: dict[str, asyncio.Future[str]] = {}
-            counter = 0
+        print(next(iter(server.sockets)).getsockname()[1], flush=True)
+        await asyncio.to_thread(sys.stdin.read)
 
-            async def reader() -> None:
-                async for message in ws:
-                    pending.pop(json.loads(message)["id"]).set_result(message)
 
-            read_task = asyncio.create_task(reader())
+async def serve_client(url: str, db: str) -> None:
+    """Subprocess mode: the reference client; runs until stdin closes."""
+    client = ReferenceClient(url, "bench", db=db)
+    await client.connect()
+    print("connected", flush=True)
+    await asyncio.to_thread(sys.stdin.read)
+    await client.close()
 
-            async def op() -> None:
-                nonlocal counter
-                counter += 1
-                key = str(counter)
-                fut = asyncio.get_running_loop().create_future()
-                pending[key] = fut
-                await ws.send(
-                    json.dumps(
-                        {
-                            "type": "tool_call",
-                            "id": key,
-                            "action": "get",
-                            "table": "tasks",
-                            "data": {"id": "t1"},
-                        }
-                    )
+
+async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+    return proc, line
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    await asyncio.wait_for(proc.wait(), 10)
+
+
+async def echo_rate(port: int, concurrency: int, seconds: float) -> float:
+    async with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        pending: dict[str, asyncio.Future[str]] = {}
+        counter = 0
+
+        async def reader() -> None:
+            async for message in ws:
+                pending.pop(json.loads(message)["id"]).set_result(message)
+
+        read_task = asyncio.create_task(reader())
+
+        async def op() -> None:
+            nonlocal counter
+            counter += 1
+            key = str(counter)
+            fut = asyncio.get_running_loop().create_future()
+            pending[key] = fut
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "tool_call",
+                        "id": key,
+                        "action": "get",
+                        "table": "tasks",
+                        "data": {"id": "t1"},
+                    }
                 )
-                await fut
+            )
+            await fut
 
-            rate = await _drive(op, concurrency, seconds)
-            read_task.cancel()
-            return rate
+        rate = await _drive(op, concurrency, seconds)
+        read_task.cancel()
+        return rate
 
 
 async def rpc_rate(store: ClientStore, row_id: str, concurrency: int, seconds: float) -> float:
@@ -112,9 +145,11 @@ async def main(seconds: float, rounds: int) -> int:
         config=config, paths=paths, token="bench", state=StateStore.open(paths.state_db)
     )
     port = await daemon.start()
-    client = ReferenceClient(f"ws://127.0.0.1:{port}/", "bench", db=str(home / "app.db"))
-    await client.connect()
-    row = client.store.handle("insert", "tasks", data={"title": "benchmark task"})["row"]
+    db = home / "app.db"
+    with SqliteStore(db) as app_db:
+        row = app_db.handle("insert", "tasks", data={"title": "benchmark task"})["row"]
+    client, _ = await _spawn("--client", f"ws://127.0.0.1:{port}/", str(db))
+    echo, echo_port = await _spawn("--echo")
     session = daemon.server.device()
     assert session is not None
     store = session.store()
@@ -123,10 +158,10 @@ async def main(seconds: float, rounds: int) -> int:
     ok = True
     for concurrency in (1, 64):
         await rpc_rate(store, row["id"], concurrency, 0.5)  # warm-up
-        await echo_rate(concurrency, 0.5)
+        await echo_rate(int(echo_port), concurrency, 0.5)
         rpc_best = echo_best = 0.0
         for _ in range(rounds):  # interleaved, best of N: the machine is noisy
-            echo_best = max(echo_best, await echo_rate(concurrency, seconds))
+            echo_best = max(echo_best, await echo_rate(int(echo_port), concurrency, seconds))
             rpc_best = max(rpc_best, await rpc_rate(store, row["id"], concurrency, seconds))
         ratio = rpc_best / echo_best
         target = TARGETS[concurrency]
@@ -141,7 +176,8 @@ async def main(seconds: float, rounds: int) -> int:
                 "met": ratio >= target,
             }
         )
-    await client.close()
+    await _stop(client)
+    await _stop(echo)
     await daemon.stop()
 
     print(f"{'in flight':>9} {'rpc/s':>9} {'echo/s':>9} {'ratio':>6} {'target':>7}")
@@ -158,5 +194,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=2, metavar=("URL", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.seconds, args.rounds)))
+    if args.echo:
+        asyncio.run(serve_echo())
+    elif args.client:
+        asyncio.run(serve_client(*args.client))
+    else:
+        sys.exit(asyncio.run(main(args.seconds, args.rounds)))
