@@ -143,6 +143,7 @@ class ProtocolClient:
         backoff: tuple[float, float] = (0.2, 10.0),
         authorization_header: bool = False,
         open_timeout: float = 5.0,
+        last_event_seq: int | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -152,7 +153,7 @@ class ProtocolClient:
         self.authorization_header = authorization_header
         self.open_timeout = open_timeout
         self.hello_ack: HelloAck | None = None
-        self.last_event_seq: int | None = None
+        self.last_event_seq = last_event_seq
         self.events: asyncio.Queue[RunEvent] = asyncio.Queue()
         self.on_event: Callable[[RunEvent], None] | None = None
         self.close_code: int | None = None
