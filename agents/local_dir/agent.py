@@ -160,7 +160,7 @@ async def run_local_directory(ctx: RunContext) -> RunReport:
             )
         except ExtractError as exc:
             tally.failed += 1
-            tally.errors.append(f"{file.path}: {exc}")
+            tally.errors.append(str(exc))  # extraction errors name the file already
     files = [f for f in result.changed if f.path in texts]
     if not files:
         return tally.report("error", **detail)
