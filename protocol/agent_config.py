@@ -33,6 +33,7 @@ __all__ = [
 
 DATA_TYPES = ("tasks", "notes", "timelines", "projects")
 DataType = Literal["tasks", "notes", "timelines", "projects"]
+_DEFAULT_DATA_TYPES: tuple[DataType, ...] = ("tasks", "notes", "timelines")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -43,7 +44,7 @@ class _AgentBase(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     enabled: bool = True
     schedule_cron: str = Field(min_length=1, max_length=200)
-    data_types: list[DataType] = Field(default_factory=lambda: ["tasks", "notes", "timelines"])
+    data_types: list[DataType] = Field(default_factory=lambda: list(_DEFAULT_DATA_TYPES))
     prompt_template: str = Field(default="", max_length=20_000)
     device_id: str | None = None
     model: str | None = None

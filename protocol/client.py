@@ -47,6 +47,7 @@ from .frames import (
     ControlHello,
     DeviceHello,
     Error,
+    ErrorBody,
     FloatingDomain,
     FloatingRequest,
     HelloAck,
@@ -182,7 +183,9 @@ class ProtocolClient:
         return False
 
     async def handle_tool_call(self, call: ToolCall) -> ToolResult:
-        return ToolResult(id=call.id, ok=False, error={"code": "bad_request", "message": "not a device"})  # type: ignore[arg-type]
+        return ToolResult(
+            id=call.id, ok=False, error=ErrorBody(code="bad_request", message="not a device")
+        )
 
     # --- connection -----------------------------------------------------------------
 
@@ -444,7 +447,7 @@ class ProtocolClient:
     ) -> ChatResult:
         frame = HomeRequest(message=message, request_id=request_id)
         if history is not None:
-            frame.conversation_history = [ChatMessage(**m) for m in history]  # type: ignore[arg-type]
+            frame.conversation_history = [ChatMessage.model_validate(m) for m in history]
         return await self._chat(frame, on_text, timeout)
 
     async def floating(
@@ -528,7 +531,9 @@ class ReferenceClient(ProtocolClient):
             return ToolResult(
                 id=call.id,
                 ok=False,
-                error={"code": "bad_request", "message": f"{call.action}: this client has no vector store"},  # type: ignore[arg-type]
+                error=ErrorBody(
+                    code="bad_request", message=f"{call.action}: this client has no vector store"
+                ),
             )
         try:
             payload = self.store.handle(
@@ -541,6 +546,8 @@ class ReferenceClient(ProtocolClient):
                 vector=call.vector,
             )
         except StorageError as exc:
-            return ToolResult(id=call.id, ok=False, error={"code": exc.code, "message": exc.message})  # type: ignore[arg-type]
+            return ToolResult(
+                id=call.id, ok=False, error=ErrorBody(code=exc.code, message=exc.message)
+            )
         # The payload comes from our own store: construct without re-validating.
         return ToolResult.model_construct(id=call.id, ok=True, **payload)

@@ -77,6 +77,8 @@ class _Model(BaseModel):
 class _Frame(_Model):
     """Base of every frame: ``type`` always counts as set, so it is always encoded."""
 
+    type: str
+
     def model_post_init(self, context: Any, /) -> None:
         self.__pydantic_fields_set__.add("type")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from . import storage
@@ -25,7 +25,7 @@ def protocol_schema() -> dict[str, Any]:
     agent_schema = TypeAdapter(AgentConfig).json_schema(
         ref_template="#/$defs/{model}", by_alias=True
     )
-    rows = [
+    rows: list[type[BaseModel]] = [
         storage.TaskRow,
         storage.ProjectRow,
         storage.TimelineRow,
