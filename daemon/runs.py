@@ -260,6 +260,10 @@ class RunManager:
         except asyncio.CancelledError:
             if run.started_at is None:
                 log.info("run %s cancelled before it started", run.run_id)
+        except Exception:
+            # The bookkeeping itself failed (e.g. the state store is locked): say so in
+            # the log; the journal closes the run at the next start if it stayed open.
+            log.exception("run %s of %s could not be journaled", run.run_id, run.agent.id)
         finally:
             self._by_agent.pop(run.agent.id, None)
             self._by_run.pop(run.run_id, None)
