@@ -27,7 +27,7 @@ import ipaddress
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -242,7 +242,12 @@ class Server:
             conn = self._connections.get(session.session_id)
             session.close("pairing token rotated")
             if conn is not None:
-                await conn.close(CloseCode.UNAUTHORIZED, "pairing token rotated")
+                self._background(conn.close(CloseCode.UNAUTHORIZED, "pairing token rotated"))
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- handshake -------------------------------------------------------------------
 
@@ -375,7 +380,8 @@ class Server:
             old.close("superseded by a newer session")
             conn = self._connections.get(old.session_id)
             if conn is not None:
-                await conn.close(CloseCode.SUPERSEDED, "superseded by a newer session")
+                # In the background: a frozen old peer must not delay the new session.
+                self._background(conn.close(CloseCode.SUPERSEDED, "superseded by a newer session"))
 
     def _unregister(self, session: Session) -> None:
         if isinstance(session, DeviceSession):
@@ -445,9 +451,7 @@ class Server:
                 )
             )
             return
-        task = asyncio.create_task(self._run_request(session, frame))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._run_request(session, frame))
 
     async def _run_request(self, session: Session, frame: _Frame) -> None:
         request_id: Any = getattr(frame, "id", None)

@@ -6,12 +6,19 @@ import os
 from typing import Any
 
 from daemon.config import Config, load_config
-from daemon.errors import NotRunning
-from daemon.pairing import read_or_create_token
+from daemon.errors import DaemonError, NotRunning
 from daemon.paths import Paths
 from daemon.runtime import read_runtime
 
 __all__ = ["control_client", "load"]
+
+
+def _read_token(paths: Paths) -> str | None:
+    """The token file's token; the CLI never creates one (the daemon does)."""
+    try:
+        return paths.token_file.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
@@ -22,6 +29,7 @@ def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
 async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     """A connected control session to the running daemon (``ProtocolClient``)."""
     from protocol.client import HandshakeRefused, ProtocolClient
+    from protocol.errors import CloseCode
 
     info = read_runtime(paths)
     if info is None:
@@ -29,7 +37,7 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     host = "127.0.0.1" if info.host in ("0.0.0.0", "::", "") else info.host
     if ":" in host:
         host = f"[{host}]"
-    token = read_or_create_token(paths.ensure())
+    token = os.environ.get("TETHER_TOKEN", "").strip() or _read_token(paths)
     client = ProtocolClient(f"ws://{host}:{info.port}/", token, client_name="tether-cli")
     hello = client.hello()
     hello.subscribe = subscribe
@@ -37,6 +45,12 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     try:
         await client.connect()
     except HandshakeRefused as exc:
+        if exc.code == CloseCode.UNAUTHORIZED:
+            raise DaemonError(
+                f"the daemon is running (pid {info.pid}, port {info.port}) but refused the "
+                "CLI's pairing token; if the app started it with TETHER_TOKEN, set the same "
+                "TETHER_TOKEN here"
+            ) from None
         raise NotRunning(f"the daemon at port {info.port} refused the CLI: {exc}") from None
     except OSError as exc:
         raise NotRunning(f"cannot reach the daemon at port {info.port}: {exc}") from None
