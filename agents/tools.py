@@ -608,7 +608,8 @@ async def _existing(ctx: ToolContext, table: str, values: Mapping[str, Any]) -> 
     filters: dict[str, Any] = {"includeArchived": True} if table == "projects" else {}
     if table != "projects" and values.get("projectId") is not None:
         filters["projectId"] = values["projectId"]
-    for row in await ctx.store.select(table, filters or None, FETCH_LIMIT):
+    # No limit: a capped list would miss a match once the table outgrows it.
+    for row in await ctx.store.select(table, filters or None, None):
         same_project = table == "projects" or row.get("projectId") == values.get("projectId")
         if same_project and _normalise(str(row.get(field) or "")) == wanted:
             return row
