@@ -10,6 +10,8 @@ Rules (agents.md "Chat", protocol.md "Chat stream"):
   and delete the request performed (recorded at the store, so a request that fails
   half-way still reports what it changed) and ``error`` when it did not finish:
   ``"cancelled"``, or an LLM failure in words the user can act on.
+- Cancel: a model call in flight is abandoned at once; a batch of tool calls already
+  sent to the app finishes first, so ``stream_end`` lists every write the app made.
 - Chat runs the one tool loop with every entity tool, deletes included: the user
   typed the request.
 """
@@ -151,31 +153,23 @@ class ChatService:
         await send(StreamStart(request_id=request_id))
         error: str | None = None
         try:
-            llm = self.llm_factory()
+            # Off the event loop: without a configured key the factory asks the OS
+            # keyring, which may take up to seconds (D-Bus), and every session waits.
+            llm = await asyncio.to_thread(self.llm_factory)
             ctx = ToolContext(store=recording, background=False, tz=self.tz)
-            loop_task = asyncio.create_task(
-                run_loop(
-                    llm,
-                    self.messages(frame),
-                    self.toolset,
-                    ctx,
-                    limits=self.limits,
-                    on_text=on_text,
-                    on_tool=on_tool,
-                    cancel=cancel,
-                )
+            # The loop honours ``cancel`` itself: a model call in flight is abandoned at
+            # once, a batch of tool calls already sent finishes (so every write the app
+            # made is in ``stream_end``), and nothing runs after it.
+            await run_loop(
+                llm,
+                self.messages(frame),
+                self.toolset,
+                ctx,
+                limits=self.limits,
+                on_text=on_text,
+                on_tool=on_tool,
+                cancel=cancel,
             )
-            cancelled = asyncio.create_task(cancel.wait())
-            try:
-                await asyncio.wait({loop_task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                cancelled.cancel()
-            if not loop_task.done():
-                loop_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RunCancelled):
-                    await loop_task
-                raise RunCancelled("cancelled")
-            loop_task.result()
         except RunCancelled:
             error = "cancelled"
         except LLMError as exc:

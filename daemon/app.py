@@ -40,6 +40,7 @@ from protocol.frames import (
     Status,
     StatusRequest,
     StreamEnd,
+    StreamStart,
     Trigger,
     _Frame,
 )
@@ -249,6 +250,8 @@ class Daemon:
         async def run() -> None:
             try:
                 if device is None or device.closed:
+                    # Still a whole stream: the app's chat view opens on stream_start.
+                    await session.send(StreamStart(request_id=request_id))
                     await session.send(
                         StreamEnd(request_id=request_id, error="no desktop app is connected to read or change data")
                     )
