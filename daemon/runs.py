@@ -332,7 +332,7 @@ class RunManager:
             return RunReport(status="error", errors=["the desktop app disconnected before the run started"])
         runs = self.config.runs
         try:
-            llm = self.llm_factory(run.agent)
+            llm = await asyncio.to_thread(self.llm_factory, run.agent)  # keyring may block
         except LLMError as exc:
             return RunReport(status="error", errors=[str(exc)])
         ctx = RunContext(

@@ -474,7 +474,7 @@ print("lazy")
 class MemoryKeyring(keyring.backend.KeyringBackend):
     """A real keyring backend that keeps passwords in a dict."""
 
-    priority = 1
+    priority = -1  # never picked by keyring.get_keyring() in later tests
 
     def __init__(self, passwords: dict[tuple[str, str], str] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
