@@ -137,7 +137,7 @@ class ChatService:
             nonlocal domain_sent
             if not domain_sent:
                 domain_sent = True
-                await send(FloatingDomain(request_id=request_id, domain=domain))  # type: ignore[arg-type]
+                await send(FloatingDomain(request_id=request_id, domain=domain))
 
         async def on_tool(name: str) -> None:
             table = self.toolset.table_of(name)
@@ -178,14 +178,20 @@ class ChatService:
             error = f"the desktop app went away: {exc}"
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await send(StreamEnd(request_id=request_id, mutations=recording.mutations, error="cancelled"))
+                await send(
+                    StreamEnd(
+                        request_id=request_id, mutations=recording.mutations, error="cancelled"
+                    )
+                )
             raise
         except Exception as exc:  # never leave the app waiting for stream_end
             log.exception("chat request %s failed", request_id)
             error = f"internal error in the daemon ({type(exc).__name__}); see its log"
         if floating:
             await send_domain(
-                frame.scope.type if isinstance(frame, FloatingRequest) and frame.scope.type in DOMAINS else "tasks"
+                frame.scope.type
+                if isinstance(frame, FloatingRequest) and frame.scope.type in DOMAINS
+                else "tasks"
             )
         end = StreamEnd(request_id=request_id, mutations=recording.mutations)
         if error is not None:

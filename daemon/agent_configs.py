@@ -145,7 +145,9 @@ class AgentRegistry:
             config, _ = validate_agent(raw)
             if config is not None:
                 self._agents[config.id] = config
-        changed = {i for i in set(before) | set(self._agents) if before.get(i) != self._agents.get(i)}
+        changed = {
+            i for i in set(before) | set(self._agents) if before.get(i) != self._agents.get(i)
+        }
         if changed:
             log.info("agents changed: %s", ", ".join(sorted(changed)))
             for listener in self._listeners:

@@ -175,7 +175,9 @@ class Daemon:
 
     # --- server handlers ---------------------------------------------------------------
 
-    async def on_hello(self, session: Session, hello: DeviceHello | ControlHello) -> AgentsResult | None:
+    async def on_hello(
+        self, session: Session, hello: DeviceHello | ControlHello
+    ) -> AgentsResult | None:
         if isinstance(hello, DeviceHello) and hello.agents is not None:
             return self.registry.sync(hello.agents, replace=True)
         return None
@@ -243,7 +245,9 @@ class Daemon:
         request_id = frame.request_id or f"chat-{id(frame):x}-{len(self._chats)}"
         frame.request_id = request_id
         if request_id in self._chats:
-            raise ProtocolError(f"chat request {request_id} is already running", code=ErrorCode.BAD_FRAME)
+            raise ProtocolError(
+                f"chat request {request_id} is already running", code=ErrorCode.BAD_FRAME
+            )
         device = session if isinstance(session, DeviceSession) else self.server.device()
         cancel = asyncio.Event()
 
@@ -253,10 +257,15 @@ class Daemon:
                     # Still a whole stream: the app's chat view opens on stream_start.
                     await session.send(StreamStart(request_id=request_id))
                     await session.send(
-                        StreamEnd(request_id=request_id, error="no desktop app is connected to read or change data")
+                        StreamEnd(
+                            request_id=request_id,
+                            error="no desktop app is connected to read or change data",
+                        )
                     )
                     return
-                await self.chat.handle(frame, send=session.send, store=device.store(), cancel=cancel)
+                await self.chat.handle(
+                    frame, send=session.send, store=device.store(), cancel=cancel
+                )
             finally:
                 self._chats.pop(request_id, None)
 

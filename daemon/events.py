@@ -71,5 +71,7 @@ class EventLog:
                 break
             sent += 1
         if sent:
-            log.info("replayed %d run events after seq %d to %s", sent, after_seq, session.session_id)
+            log.info(
+                "replayed %d run events after seq %d to %s", sent, after_seq, session.session_id
+            )
         return sent

@@ -108,7 +108,7 @@ class ActiveRun:
         return RunSummary(
             run_id=self.run_id,
             agent_id=self.agent.id,
-            trigger=self.trigger,  # type: ignore[arg-type]
+            trigger=self.trigger,
             started_at=_iso(self.started_at or self.requested_at),
             phase=self.phase,
             done=self.done,
@@ -273,7 +273,9 @@ class RunManager:
         agent = run.agent
         started = self.clock()
         run.started_at = started
-        self.state.start_run(run.run_id, agent.id, run.trigger, started, run_context=run.run_context)
+        self.state.start_run(
+            run.run_id, agent.id, run.trigger, started, run_context=run.run_context
+        )
         extra = {"run_context": run.run_context} if run.run_context is not None else {}
         await self.events.run_started(
             run_id=run.run_id,
@@ -286,7 +288,7 @@ class RunManager:
         report = await self._report(run)
         finished = self.clock()
         usage = report.usage
-        usage_dict = {
+        usage_dict: dict[str, float] = {
             "llm_calls": usage.llm_calls,
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
@@ -321,15 +323,22 @@ class RunManager:
         )
         log.info(
             "run %s of %s finished %s: %d processed, %d created, %d updated, %d errors",
-            run.run_id, agent.id, report.status, report.items_processed,
-            report.items_created, report.items_updated, len(report.errors),
+            run.run_id,
+            agent.id,
+            report.status,
+            report.items_processed,
+            report.items_created,
+            report.items_updated,
+            len(report.errors),
         )
 
     async def _report(self, run: ActiveRun) -> RunReport:
         """Run the agent; turn every way a run can end into a report."""
         device = self.server.device(run.device_id)
         if device is None or device.closed:
-            return RunReport(status="error", errors=["the desktop app disconnected before the run started"])
+            return RunReport(
+                status="error", errors=["the desktop app disconnected before the run started"]
+            )
         runs = self.config.runs
         try:
             llm = await asyncio.to_thread(self.llm_factory, run.agent)  # keyring may block
@@ -341,7 +350,9 @@ class RunManager:
             store=device.store(run_id=run.run_id, run_context=run.run_context),
             llm=llm,
             books=StateBookkeeping(self.state, run.agent),
-            progress=lambda phase, done, total, detail: self._progress(run, phase, done, total, detail),
+            progress=lambda phase, done, total, detail: self._progress(
+                run, phase, done, total, detail
+            ),
             cancel=run.cancel,
             tz=self.tz,
             limits=RunLimits(
@@ -355,22 +366,33 @@ class RunManager:
         except (RunCancelled, asyncio.CancelledError):
             report = RunReport(status="cancelled", errors=["cancelled"])
         except DeviceOffline as exc:
-            report = RunReport(status="error", errors=[f"the desktop app went away during the run: {exc}"])
+            report = RunReport(
+                status="error", errors=[f"the desktop app went away during the run: {exc}"]
+            )
         except Exception as exc:  # a bug must not leave the run "running"
             log.exception("run %s crashed", run.run_id)
-            report = RunReport(status="error", errors=[f"internal error: {type(exc).__name__}: {exc}"])
+            report = RunReport(
+                status="error", errors=[f"internal error: {type(exc).__name__}: {exc}"]
+            )
         if run.cancel.is_set() and report.status != "cancelled":
             report.status = "cancelled"
         return report
 
-    async def _progress(self, run: ActiveRun, phase: str, done: int, total: int, detail: str | None) -> None:
+    async def _progress(
+        self, run: ActiveRun, phase: str, done: int, total: int, detail: str | None
+    ) -> None:
         run.phase, run.done, run.total = phase, done, total
         now = time.monotonic()
         last = run._last_progress.get(phase, 0.0)
         if done < total and now - last < self.config.runs.progress_interval_s:
             return
         run._last_progress[phase] = now
-        fields: dict[str, Any] = {"run_id": run.run_id, "phase": phase, "done": done, "total": total}
+        fields: dict[str, Any] = {
+            "run_id": run.run_id,
+            "phase": phase,
+            "done": done,
+            "total": total,
+        }
         if detail:
             fields["detail"] = detail
         with contextlib.suppress(Exception):

@@ -82,7 +82,9 @@ _DAEMON_ONLY = frozenset(
 class Handlers(Protocol):
     """What the composition root does with sessions and requests."""
 
-    async def on_hello(self, session: Session, hello: DeviceHello | ControlHello) -> AgentsResult | None:
+    async def on_hello(
+        self, session: Session, hello: DeviceHello | ControlHello
+    ) -> AgentsResult | None:
         """Validate and store agents carried by a device hello (before ``hello_ack``)."""
         ...
 
@@ -286,13 +288,12 @@ class Server:
             return None
         except ConnectionClosed:
             return None
+        frame: _Frame | None = None
         try:
             frame = decode(raw)
-        except ProtocolError as exc:
-            frame = None
-            reason = f"expected device_hello or control_hello first ({exc.message})"
-        else:
             reason = f"expected device_hello or control_hello first, got {frame.type}"
+        except ProtocolError as exc:
+            reason = f"expected device_hello or control_hello first ({exc.message})"
         if not isinstance(frame, DeviceHello | ControlHello):
             await self._refuse(
                 conn,
@@ -354,7 +355,9 @@ class Server:
             self._unregister(session)
             session.close(session.close_reason or "connection closed")
             self.handlers.on_closed(session)
-            log.info("%s session %s closed: %s", session.kind, session.session_id, session.close_reason)
+            log.info(
+                "%s session %s closed: %s", session.kind, session.session_id, session.close_reason
+            )
 
     def _open_session(self, conn: ServerConnection, hello: DeviceHello | ControlHello) -> Session:
         session_id = uuid.uuid4().hex
@@ -416,7 +419,10 @@ class Server:
                 bad_in_a_row = 0
                 await self._dispatch(session, frame)
         except ConnectionClosed as exc:
-            session.close_reason = session.close_reason or f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            session.close_reason = (
+                session.close_reason
+                or f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            )
 
     async def _dispatch(self, session: Session, frame: _Frame) -> None:
         if isinstance(frame, ToolResult):
@@ -466,7 +472,11 @@ class Server:
         except Exception:
             log.exception("request %s failed", frame.type)
             await session.send(
-                Error(id=request_id, code=ErrorCode.INTERNAL, message=f"{frame.type} failed inside the daemon; see its log")
+                Error(
+                    id=request_id,
+                    code=ErrorCode.INTERNAL,
+                    message=f"{frame.type} failed inside the daemon; see its log",
+                )
             )
 
 

@@ -111,7 +111,9 @@ class DeviceSession(Session):
         """A ``Store`` over this session, optionally attributed to a run."""
         return ClientStore(self, run_id=run_id, run_context=run_context)
 
-    async def call(self, frame_fields: dict[str, Any], *, timeout_s: float | None = None) -> ToolResult:
+    async def call(
+        self, frame_fields: dict[str, Any], *, timeout_s: float | None = None
+    ) -> ToolResult:
         """Send one ``tool_call`` and wait for its ``tool_result``."""
         if self.closed:
             raise DeviceOffline(f"device {self.device_id} is offline ({self.close_reason})")
@@ -223,13 +225,13 @@ class ClientStore:
             fields["idempotency_key"] = idempotency_key
         result = await self._call(**fields)
         if result.row is None:
-            raise ToolCallError("internal", f"the app answered an insert into {table} without a row")
+            raise ToolCallError(
+                "internal", f"the app answered an insert into {table} without a row"
+            )
         return result.row
 
     async def update(self, table: str, id: str, updates: dict[str, Any]) -> Row:
-        result = await self._call(
-            action="update", table=table, data={"id": id, "updates": updates}
-        )
+        result = await self._call(action="update", table=table, data={"id": id, "updates": updates})
         if result.row is None:
             raise ToolCallError("not_found", f"no {table} row {id}")
         return result.row

@@ -145,8 +145,10 @@ class ProtocolClient:
         authorization_header: bool = False,
         open_timeout: float = 5.0,
         last_event_seq: int | None = None,
+        subscribe: bool = True,
     ) -> None:
         self.url = url
+        self.subscribe = subscribe
         self.token = token
         self.client_info = ClientInfo(name=client_name, version="0.1.0")
         self.reconnect = reconnect
@@ -175,6 +177,7 @@ class ProtocolClient:
             protocol=PROTOCOL_VERSION,
             token=self.token,
             client=self.client_info,
+            subscribe=self.subscribe,
             last_event_seq=self.last_event_seq,
         )
 
@@ -214,7 +217,9 @@ class ProtocolClient:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            raise HandshakeRefused(f"daemon refused the upgrade: HTTP {status}", status=status) from None
+            raise HandshakeRefused(
+                f"daemon refused the upgrade: HTTP {status}", status=status
+            ) from None
         hello = self.hello()
         await conn.send(encode(hello))
         try:
@@ -425,7 +430,10 @@ class ProtocolClient:
         return answer
 
     async def _chat(
-        self, frame: HomeRequest | FloatingRequest, on_text: Callable[[str], None] | None, timeout: float
+        self,
+        frame: HomeRequest | FloatingRequest,
+        on_text: Callable[[str], None] | None,
+        timeout: float,
     ) -> ChatResult:
         request_id = frame.request_id or uuid.uuid4().hex
         frame.request_id = request_id
@@ -463,23 +471,30 @@ class ProtocolClient:
         return await self._chat(frame, on_text, timeout)
 
     async def next_event(
-        self, kind: type[RunEvent] | tuple[type[RunEvent], ...] = RunComplete, *, timeout: float = 30.0
+        self,
+        kind: type[RunEvent] | tuple[type[RunEvent], ...] = RunComplete,
+        *,
+        timeout: float = 30.0,
     ) -> RunEvent:
         """The next run event of ``kind`` (others seen on the way are dropped)."""
+
         async def wait() -> RunEvent:
             while True:
                 event = await self.events.get()
                 if isinstance(event, kind):
                     return event
+
         return await asyncio.wait_for(wait(), timeout)
 
     async def wait_run(self, run_id: str, *, timeout: float = 60.0) -> RunComplete:
         """Wait for the ``run_complete`` of ``run_id``."""
+
         async def wait() -> RunComplete:
             while True:
                 event = await self.events.get()
                 if isinstance(event, RunComplete) and event.run_id == run_id:
                     return event
+
         return await asyncio.wait_for(wait(), timeout)
 
 

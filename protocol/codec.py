@@ -8,6 +8,7 @@ was wrong. ``encode`` writes compact JSON with only the fields that were set.
 
 from __future__ import annotations
 
+import json
 from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
@@ -26,8 +27,20 @@ FRAME_TYPES: frozenset[str] = frozenset(
 _MAX_ERRORS_SHOWN = 3
 
 
+def _reject_constant(name: str) -> Any:
+    raise BadFrame(f"malformed JSON: {name} is not a JSON number")
+
+
 def decode(text: str | bytes) -> _Frame:
     """Parse one WebSocket message into a frame."""
+    # pydantic's JSON parser accepts NaN/Infinity, which JSON does not (and which
+    # would encode back as null): check with the strict parser only when they may occur.
+    probe = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if "NaN" in probe or "Infinity" in probe:
+        try:
+            json.loads(text, parse_constant=_reject_constant)  # raises BadFrame on a constant
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise BadFrame(f"malformed JSON: {exc}") from None
     try:
         frame: _Frame = _ADAPTER.validate_json(text)
         return frame
@@ -62,5 +75,7 @@ def _translate(exc: ValidationError) -> BadFrame | UnknownType:
     for err in errors[:_MAX_ERRORS_SHOWN]:
         field = ".".join(str(p) for p in err["loc"][1:]) or "(frame)"
         parts.append(f"{field}: {err['msg']}")
-    more = f" (and {len(errors) - _MAX_ERRORS_SHOWN} more)" if len(errors) > _MAX_ERRORS_SHOWN else ""
+    more = (
+        f" (and {len(errors) - _MAX_ERRORS_SHOWN} more)" if len(errors) > _MAX_ERRORS_SHOWN else ""
+    )
     return BadFrame(f"invalid {frame_type} frame: " + "; ".join(parts) + more)

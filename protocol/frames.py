@@ -93,7 +93,14 @@ class ClientInfo(_Model):
 
 class Capabilities(_Model):
     tables: list[str] = Field(
-        default_factory=lambda: ["tasks", "projects", "notes", "timelines", "taskComments", "clients"]
+        default_factory=lambda: [
+            "tasks",
+            "projects",
+            "notes",
+            "timelines",
+            "taskComments",
+            "clients",
+        ]
     )
     idempotency: bool = False
     vector: bool = False

@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from protocol.agent_config import LocalDirectoryAgent
+
 from ..errors import DeviceOffline, ExtractError, LLMError, RunCancelled, StoreError
 from ..llm import Message, Usage
 from ..loop import LoopLimits, run_loop
@@ -183,6 +185,8 @@ async def _triage_and_process(
     tally: _Tally,
     detail: dict[str, Any],
 ) -> RunReport:
+    agent = ctx.agent
+    assert isinstance(agent, LocalDirectoryAgent)
     # 3. triage
     projects = await ctx.store.select("projects")
     by_id = {str(p["id"]): p for p in projects}
@@ -229,7 +233,7 @@ async def _triage_and_process(
         project = by_id.get(assignment.get(file.path, STANDALONE))
         tool_ctx = ToolContext(
             store=ctx.store,
-            roots=tuple(ctx.agent.directory_paths),  # type: ignore[attr-defined]
+            roots=tuple(agent.directory_paths),
             background=True,
             idempotency_scope=f"{ctx.agent.id}:{file.sha256}",
             tz=ctx.tz,

@@ -17,7 +17,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("agents", help="list, show or validate agent configurations")
     verbs = p.add_subparsers(dest="agents_verb", metavar="list|show|validate")
     verbs.required = True
-    verbs.add_parser("list", help="every agent the daemon knows (cached from the app + agents.toml)")
+    verbs.add_parser(
+        "list", help="every agent the daemon knows (cached from the app + agents.toml)"
+    )
     show = verbs.add_parser("show", help="one agent's configuration as JSON")
     show.add_argument("agent_id")
     validate = verbs.add_parser("validate", help="check an agents.toml without running anything")
@@ -61,5 +63,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{raw.get('id')!s:<20} INVALID: {'; '.join(errors)}")
             continue
         state = "enabled" if config.enabled else "disabled"
-        print(f"{config.id:<20} {config.kind:<16} {state:<8} {config.schedule_cron!r:<16} {config.name}")
+        print(
+            f"{config.id:<20} {config.kind:<16} {state:<8} {config.schedule_cron!r:<16} {config.name}"
+        )
     return 0

@@ -38,10 +38,9 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     if ":" in host:
         host = f"[{host}]"
     token = os.environ.get("TETHER_TOKEN", "").strip() or _read_token(paths)
-    client = ProtocolClient(f"ws://{host}:{info.port}/", token, client_name="tether-cli")
-    hello = client.hello()
-    hello.subscribe = subscribe
-    client.hello = lambda: hello  # type: ignore[method-assign]
+    client = ProtocolClient(
+        f"ws://{host}:{info.port}/", token, client_name="tether-cli", subscribe=subscribe
+    )
     try:
         await client.connect()
     except HandshakeRefused as exc:

@@ -29,9 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--host", help="address to bind (loopback unless --allow-remote)")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     p.add_argument("--parent-pid", type=int, metavar="PID", help="exit when this process dies")
-    p.add_argument(
-        "--ready-json", action="store_true", help="print one JSON line once listening"
-    )
+    p.add_argument("--ready-json", action="store_true", help="print one JSON line once listening")
     p.add_argument("--log-stderr", action="store_true", help="also log to stderr")
     p.set_defaults(handler=run)
 

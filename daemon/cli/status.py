@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         print(status.model_dump_json(indent=2))
         return 0
     d = status.daemon
-    print(f"running: pid {d.pid if d else '?'}, port {d.port if d else '?'}, version {d.version if d else '?'}")
+    print(
+        f"running: pid {d.pid if d else '?'}, port {d.port if d else '?'}, version {d.version if d else '?'}"
+    )
     print("desktop app: " + (", ".join(status.devices) if status.devices else "not connected"))
     if not status.agents:
         print("agents: none (the app sends them, or put them in agents.toml)")
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
             f"last {a.last_run_at or 'never'} ({a.last_status or '-'})"
         )
     for r in status.active_runs:
-        print(f"  running: {r.agent_id} run {r.run_id} ({r.trigger}) {r.phase or ''} {r.done}/{r.total}")
+        print(
+            f"  running: {r.agent_id} run {r.run_id} ({r.trigger}) {r.phase or ''} {r.done}/{r.total}"
+        )
     return 0
 
 

@@ -540,8 +540,9 @@ async def test_background_create_of_an_existing_item_updates_it(store: SqliteBac
     await ok(ts, ctx, "create_task", {"title": "Send invoice", "project_id": p1})
     # The file changed (new scope): the same task again, now with a priority.
     ctx2 = ToolContext(store, background=True, idempotency_scope="a:v2", tz=PARIS)
-    again = await ok(ts, ctx2, "create_task", {"title": " send  INVOICE", "project_id": p1,
-                                               "priority": "high"})
+    again = await ok(
+        ts, ctx2, "create_task", {"title": " send  INVOICE", "project_id": p1, "priority": "high"}
+    )
     assert again.mutations[0].action == "update"
     (task,) = store.db.rows("tasks")
     assert task["priority"] == "high" and task["title"] == "Send invoice"

@@ -79,7 +79,10 @@ async def serve_client(url: str, db: str) -> None:
 
 async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE,
+        sys.executable,
+        __file__,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None

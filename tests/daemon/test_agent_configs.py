@@ -136,8 +136,12 @@ def test_cli_agents_validate_list_show(
     assert main(["agents", "show", "nope"]) == 1
 
 
-async def test_agents_sync_over_the_wire_and_hello_agents(harness: DaemonHarness, tmp_path: Path) -> None:
-    client = await harness.device(tmp_path / "app.db", agents=[local(enabled=False), gmail(schedule_cron="x")])
+async def test_agents_sync_over_the_wire_and_hello_agents(
+    harness: DaemonHarness, tmp_path: Path
+) -> None:
+    client = await harness.device(
+        tmp_path / "app.db", agents=[local(enabled=False), gmail(schedule_cron="x")]
+    )
     assert client.hello_ack is not None and client.hello_ack.agents is not None
     assert client.hello_ack.agents.accepted == ["notes"]
     assert client.hello_ack.agents.rejected[0].id == "mail"

@@ -30,9 +30,11 @@ def write(path: Path, text: str) -> Path:
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "work"
-    write(root / "Website" / "brief.md",
-          "# Brief\nTASK: Draft homepage copy | due 2026-12-01 | priority high\n"
-          "MILESTONE: Launch | 2026-12-15\n")
+    write(
+        root / "Website" / "brief.md",
+        "# Brief\nTASK: Draft homepage copy | due 2026-12-01 | priority high\n"
+        "MILESTONE: Launch | 2026-12-15\n",
+    )
     write(root / "Website" / "call.txt", "NOTE: Client prefers blue | Said so on the call.\n")
     write(root / "Branding" / "todo.md", "TASK: Pick fonts\n")
     write(root / "loose.txt", "TASK: Renew domain | priority low\n")
@@ -74,7 +76,9 @@ def model(llm_server: FakeLLMServer) -> OfficeModel:
 
 
 @pytest.fixture
-async def daemon(make_daemon: DaemonFactory, llm_server: FakeLLMServer, model: OfficeModel) -> DaemonHarness:
+async def daemon(
+    make_daemon: DaemonFactory, llm_server: FakeLLMServer, model: OfficeModel
+) -> DaemonHarness:
     return await make_daemon(llm__model="openai/office", llm__api_base=llm_server.base_url)
 
 
@@ -180,7 +184,9 @@ async def test_client_killed_mid_run_leaves_unfinished_files_for_the_next_run(
                 killed.set()
                 await asyncio.sleep(3600)
 
-    first = await daemon.device(app_db, agents=[agent(corpus)], before_tool_call=kill_on_third_insert)
+    first = await daemon.device(
+        app_db, agents=[agent(corpus)], before_tool_call=kill_on_third_insert
+    )
     ack = await first.trigger("work-folder")
     await asyncio.wait_for(killed.wait(), 30)
     # the run ends at once, as error (or partial), and its event is kept for replay
@@ -202,8 +208,15 @@ async def test_client_killed_mid_run_leaves_unfinished_files_for_the_next_run(
     assert replayed.run_id == ack.run_id and replayed.status in ("error", "partial")
     done = await run_agent(second)
     assert done.status == "success", done.errors
-    all_files = {str(p) for p in [corpus / "Website" / "brief.md", corpus / "Website" / "call.txt",
-                                  corpus / "Branding" / "todo.md", corpus / "loose.txt"]}
+    all_files = {
+        str(p)
+        for p in [
+            corpus / "Website" / "brief.md",
+            corpus / "Website" / "call.txt",
+            corpus / "Branding" / "todo.md",
+            corpus / "loose.txt",
+        ]
+    }
     assert set(model.seen_files) == all_files - recorded
     titles = [t["title"] for t in second.store.rows("tasks")]
     assert sorted(titles) == ["Draft homepage copy", "Pick fonts", "Renew domain"]
@@ -211,11 +224,17 @@ async def test_client_killed_mid_run_leaves_unfinished_files_for_the_next_run(
 
 
 async def test_bad_inputs_become_errors_and_fallbacks_never_crashes(
-    make_daemon: DaemonFactory, llm_server: FakeLLMServer, tmp_path: Path, corpus: Path,
-    app_db: Path, model: OfficeModel,
+    make_daemon: DaemonFactory,
+    llm_server: FakeLLMServer,
+    tmp_path: Path,
+    corpus: Path,
+    app_db: Path,
+    model: OfficeModel,
 ) -> None:
     daemon = await make_daemon(
-        llm__model="openai/office", llm__api_base=llm_server.base_url, runs__max_file_bytes=1024 * 1024
+        llm__model="openai/office",
+        llm__api_base=llm_server.base_url,
+        runs__max_file_bytes=1024 * 1024,
     )
     outside = write(tmp_path / "outside" / "secret.txt", "TASK: outside the roots\n")
     os.symlink(outside, corpus / "link.txt")
@@ -263,7 +282,9 @@ async def test_run_rules_already_running_offline_unknown_and_cancel(
     daemon: DaemonHarness, corpus: Path, app_db: Path, llm_server: FakeLLMServer
 ) -> None:
     llm_server.responder = lambda body: Text("slow", delay_s=0.5)
-    client = await daemon.device(app_db, agents=[agent(corpus), agent(corpus, id="bound", device_id="other")])
+    client = await daemon.device(
+        app_db, agents=[agent(corpus), agent(corpus, id="bound", device_id="other")]
+    )
     ack = await client.trigger("work-folder")
     with pytest.raises(RequestFailed) as busy:
         await client.trigger("work-folder")
