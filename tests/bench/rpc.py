@@ -36,6 +36,7 @@ from daemon.session import ClientStore
 from daemon.state import StateStore
 from protocol.client import ReferenceClient
 from protocol.sqlite_store import SqliteStore
+from tests.bench.peers import spawn_peer, stop_peer
 
 TARGETS = {1: 0.7, 64: 0.6}
 
@@ -78,22 +79,10 @@ async def serve_client(url: str, db: str) -> None:
 
 
 async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-    return proc, line
+    return await spawn_peer(__file__, *args)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    await asyncio.wait_for(proc.wait(), 10)
+_stop = stop_peer
 
 
 async def echo_rate(port: int, concurrency: int, seconds: float) -> float:
