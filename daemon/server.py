@@ -22,6 +22,7 @@ Rules (protocol.md "Transport", "Handshake", "Errors", "Close codes"):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -361,17 +362,19 @@ class Server:
 
     def _open_session(self, conn: ServerConnection, hello: DeviceHello | ControlHello) -> Session:
         session_id = uuid.uuid4().hex
+        # Sessions send encoded UTF-8 JSON: text=True skips a decode/encode round.
+        send_text = functools.partial(conn.send, text=True)
         if isinstance(hello, DeviceHello):
             log.info("device %s connected (session %s)", hello.device_id, session_id)
             return DeviceSession(
                 session_id,
-                conn.send,
+                send_text,
                 device_id=hello.device_id,
                 capabilities=hello.capabilities,
                 timeout_s=self.config.tool_call_timeout_s,
                 max_in_flight=self.config.max_in_flight,
             )
-        control = ControlSession(session_id, conn.send, subscribe=hello.subscribe)
+        control = ControlSession(session_id, send_text, subscribe=hello.subscribe)
         self.controls[session_id] = control
         return control
 
@@ -397,6 +400,7 @@ class Server:
 
     async def _read_loop(self, conn: ServerConnection, session: Session) -> None:
         bad_in_a_row = 0
+        device = session if isinstance(session, DeviceSession) else None
         try:
             async for raw in conn:
                 try:
@@ -417,6 +421,11 @@ class Server:
                         return
                     continue
                 bad_in_a_row = 0
+                if device is not None and frame.__class__ is ToolResult:
+                    # The hot path (what _dispatch does for it, without a coroutine).
+                    if not device.resolve(frame):
+                        log.debug("tool_result %s matches no pending call", frame.id)
+                    continue
                 await self._dispatch(session, frame)
         except ConnectionClosed as exc:
             session.close_reason = (

@@ -25,15 +25,17 @@ from typing import Any
 
 from agents.errors import DeviceOffline, ToolCallError, ToolCallTimeout
 from agents.store import Row
-from protocol.codec import encode
+from protocol.codec import construct, encode_bytes
 from protocol.frames import Capabilities, ToolCall, ToolResult, _Frame
 
 __all__ = ["ClientStore", "ControlSession", "DeviceSession", "Session"]
 
 log = logging.getLogger("tether.session")
 
-SendText = Callable[[str], Awaitable[None]]
+# Sends one text message, given as UTF-8 JSON bytes (``partial(conn.send, text=True)``).
+SendText = Callable[[bytes], Awaitable[None]]
 _SWEEP_S = 0.1
+_Pending = tuple["asyncio.Future[ToolResult]", float, float, dict[str, Any]]
 
 
 class Session:
@@ -52,7 +54,7 @@ class Session:
         if self.closed:
             return False
         try:
-            await self._send_text(encode(frame))
+            await self._send_text(encode_bytes(frame))
         except Exception as exc:  # the connection's own errors: the peer left
             log.debug("send on %s failed: %s", self.session_id, exc)
             return False
@@ -95,8 +97,8 @@ class DeviceSession(Session):
         self.capabilities = capabilities or Capabilities()
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._pending: dict[str, asyncio.Future[ToolResult]] = {}
-        self._deadlines: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        # call id -> (future, deadline, wait in s, the call's fields for messages)
+        self._pending: dict[str, _Pending] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._prefix = session_id[:8]
@@ -117,25 +119,34 @@ class DeviceSession(Session):
         """Send one ``tool_call`` and wait for its ``tool_result``."""
         if self.closed:
             raise DeviceOffline(f"device {self.device_id} is offline ({self.close_reason})")
-        async with self._slots:
+        # The hot path of every storage call: no helper coroutines (``async with`` on
+        # the semaphore, ``self.send``), one dict entry per call.
+        slots = self._slots
+        await slots.acquire()
+        try:
             if self.closed:
                 raise DeviceOffline(f"device {self.device_id} is offline ({self.close_reason})")
             call_id = f"{self._prefix}-{next(self._ids)}"
             loop = asyncio.get_running_loop()
             future: asyncio.Future[ToolResult] = loop.create_future()
             wait = self.timeout_s if timeout_s is None else timeout_s
-            self._pending[call_id] = future
-            self._deadlines[call_id] = (loop.time() + wait, wait, frame_fields)
+            self._pending[call_id] = (future, loop.time() + wait, wait, frame_fields)
             if self._sweeper is None:
                 self._sweeper = loop.create_task(self._sweep_deadlines())
             try:
                 # Built from our own fields: no need to re-validate on the hot path.
-                if not await self.send(ToolCall.model_construct(id=call_id, **frame_fields)):
-                    raise DeviceOffline(f"device {self.device_id} went offline")
+                try:
+                    await self._send_text(
+                        encode_bytes(construct(ToolCall, id=call_id, **frame_fields))
+                    )
+                except Exception as exc:  # the connection's own errors: the peer left
+                    log.debug("send on %s failed: %s", self.session_id, exc)
+                    raise DeviceOffline(f"device {self.device_id} went offline") from None
                 return await future
             finally:
                 self._pending.pop(call_id, None)
-                self._deadlines.pop(call_id, None)
+        finally:
+            slots.release()
 
     async def _sweep_deadlines(self) -> None:
         """Fail calls past their deadline. One timer per session instead of one per
@@ -144,9 +155,8 @@ class DeviceSession(Session):
         while not self.closed:
             await asyncio.sleep(min(_SWEEP_S, self.timeout_s / 4))
             now = loop.time()
-            for call_id, (deadline, wait, fields) in list(self._deadlines.items()):
-                future = self._pending.get(call_id)
-                if deadline <= now and future is not None and not future.done():
+            for future, deadline, wait, fields in list(self._pending.values()):
+                if deadline <= now and not future.done():
                     future.set_exception(
                         ToolCallTimeout(
                             f"the app did not answer {fields.get('action')} "
@@ -156,10 +166,10 @@ class DeviceSession(Session):
 
     def resolve(self, result: ToolResult) -> bool:
         """Hand a ``tool_result`` to its waiting call; False if nobody waits for it."""
-        future = self._pending.get(result.id)
-        if future is None or future.done():
+        entry = self._pending.get(result.id)
+        if entry is None or entry[0].done():
             return False
-        future.set_result(result)
+        entry[0].set_result(result)
         return True
 
     def close(self, reason: str = "session closed") -> None:
@@ -167,7 +177,7 @@ class DeviceSession(Session):
             return
         super().close(reason)
         error = DeviceOffline(f"device {self.device_id} disconnected ({reason})")
-        for future in self._pending.values():
+        for future, *_ in self._pending.values():
             if not future.done():
                 future.set_exception(error)
         if self._sweeper is not None:

@@ -34,7 +34,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .codec import decode, encode
+from .codec import construct, decode, encode, encode_bytes
 from .errors import CloseCode, ProtocolError, StorageError
 from .frames import (
     PROTOCOL_VERSION,
@@ -368,8 +368,11 @@ class ProtocolClient:
 
     async def _serve_tool_call(self, conn: ClientConnection, call: ToolCall) -> None:
         result = await self.handle_tool_call(call)
-        with contextlib.suppress(ConnectionClosed):
-            await conn.send(encode(result))
+        try:
+            # Already UTF-8 JSON: text=True sends it as a text frame without re-encoding.
+            await conn.send(encode_bytes(result), text=True)
+        except ConnectionClosed:
+            pass
 
     # --- requests -------------------------------------------------------------------
 
@@ -565,4 +568,4 @@ class ReferenceClient(ProtocolClient):
                 id=call.id, ok=False, error=ErrorBody(code=exc.code, message=exc.message)
             )
         # The payload comes from our own store: construct without re-validating.
-        return ToolResult.model_construct(id=call.id, ok=True, **payload)
+        return construct(ToolResult, id=call.id, ok=True, **payload)

@@ -7,7 +7,10 @@ its SQLite file (answering ``get``), or the echo server. The measuring side is t
 daemon's ``ClientStore`` or a bare websockets client that ``json.dumps`` and
 ``json.loads`` each message.
 
-    python tests/bench/rpc.py [--seconds 3] [--rounds 3]
+    python tests/bench/rpc.py [--seconds 3] [--rounds 3] [--profile daemon.prof]
+
+``--profile FILE`` runs the measuring side (daemon and echo driver) under cProfile
+and writes its stats to FILE (``python -m pstats FILE``); the figures are then slower.
 
 Targets (quality.md): >= 0.7 of echo at 1 in flight, >= 0.6 at 64 in flight.
 Prints a table and a final JSON line; exits 1 if a target is missed.
@@ -186,6 +189,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of this side")
     parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=2, metavar=("URL", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,5 +197,14 @@ if __name__ == "__main__":
         asyncio.run(serve_echo())
     elif args.client:
         asyncio.run(serve_client(*args.client))
+    elif args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        try:
+            code = profiler.runcall(asyncio.run, main(args.seconds, args.rounds))
+        finally:
+            profiler.dump_stats(args.profile)
+        sys.exit(code)
     else:
         sys.exit(asyncio.run(main(args.seconds, args.rounds)))

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.codec import FRAME_TYPES, decode, encode
+from protocol.codec import FRAME_TYPES, construct, decode, encode, encode_bytes
 from protocol.errors import BadFrame, ErrorCode, ProtocolError, UnknownType
 from protocol.frames import (
     Ack,
@@ -504,3 +504,24 @@ def test_deep_nesting_is_bad_frame_or_frame_never_a_crash(depth: int) -> None:
         _decode_total('{"type": "ping", "id": "p", "extra": ' + inner + "}")
         _decode_total('{"type": "tool_call", "id": "c", "action": "get", "data": ' + inner + "}")
         _decode_total(inner)
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields"),
+    [
+        (ToolCall, {"id": "c1", "action": "get", "table": "tasks", "data": {"id": "t1"}}),
+        (ToolCall, {"id": "c2", "action": "select", "table": "tasks", "run_id": "r", "limit": 5}),
+        (ToolResult, {"id": "c1", "ok": True, "row": None}),
+        (ToolResult, {"id": "c1", "ok": True, "rows": [{"id": "t1", "title": "x"}]}),
+        (Ping, {}),
+        (Pong, {"id": "p"}),
+        (StreamEnd, {"request_id": "q"}),  # default factory: falls back to pydantic
+    ],
+)
+def test_construct_matches_model_construct(cls: type[Any], fields: dict[str, Any]) -> None:
+    fast = construct(cls, **fields)
+    slow = cls.model_construct(**fields)
+    assert fast == slow
+    assert fast.model_fields_set == slow.model_fields_set
+    assert encode(fast) == encode(slow) and encode_bytes(fast) == encode(slow).encode()
+    assert decode(encode(fast)) == decode(encode(slow))
