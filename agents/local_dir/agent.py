@@ -47,7 +47,7 @@ from ..tools import ToolContext, background_toolset
 from .extract import chunk_text, extract_text, snippet
 from .records import FileRecord
 from .scan import SUPPORTED_EXTENSIONS, ScannedFile, ScanRules, scan
-from .triage import STANDALONE, TriageFile, triage
+from .triage import STANDALONE, TriageFile, fallback, triage
 
 __all__ = ["process_messages", "run_local_directory"]
 
@@ -206,8 +206,6 @@ async def _triage_and_process(
             tally.errors.append(
                 f"triage failed ({exc}); files were matched to projects by folder name"
             )
-            from .triage import fallback
-
             assignment.update(fallback(tfiles, projects))
             continue
         tally.usage = tally.usage + result.usage
