@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
@@ -242,7 +243,7 @@ class Daemon:
     # --- chat --------------------------------------------------------------------------
 
     def _start_chat(self, session: Session, frame: HomeRequest | FloatingRequest) -> None:
-        request_id = frame.request_id or f"chat-{id(frame):x}-{len(self._chats)}"
+        request_id = frame.request_id or f"chat-{uuid.uuid4().hex}"
         frame.request_id = request_id
         if request_id in self._chats:
             raise ProtocolError(
