@@ -22,7 +22,6 @@ Rules (protocol.md "Transport", "Handshake", "Errors", "Close codes"):
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import ipaddress
 import json
@@ -38,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from protocol.codec import decode
+from protocol.connection import BatchedServerConnection
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from protocol.frames import (
     SUPPORTED_PROTOCOLS,
@@ -187,6 +187,7 @@ class Server:
             ping_interval=self.config.heartbeat_s,
             ping_timeout=self.config.heartbeat_s,
             server_header=f"tether/{self.version}",
+            create_connection=BatchedServerConnection,
         )
         sockets = list(self._ws.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else port
@@ -362,8 +363,10 @@ class Server:
 
     def _open_session(self, conn: ServerConnection, hello: DeviceHello | ControlHello) -> Session:
         session_id = uuid.uuid4().hex
-        # Sessions send encoded UTF-8 JSON: text=True skips a decode/encode round.
-        send_text = functools.partial(conn.send, text=True)
+        # Sessions send encoded UTF-8 JSON, written with the other frames of the same
+        # event-loop pass in one socket write (protocol/connection.py).
+        assert isinstance(conn, BatchedServerConnection)
+        send_text = conn.send_text_batched
         if isinstance(hello, DeviceHello):
             log.info("device %s connected (session %s)", hello.device_id, session_id)
             return DeviceSession(

@@ -31,10 +31,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .codec import construct, decode, encode, encode_bytes
+from .connection import BatchedClientConnection
 from .errors import CloseCode, ProtocolError, StorageError
 from .frames import (
     PROTOCOL_VERSION,
@@ -160,7 +161,7 @@ class ProtocolClient:
         self.events: asyncio.Queue[RunEvent] = asyncio.Queue()
         self.on_event: Callable[[RunEvent], None] | None = None
         self.close_code: int | None = None
-        self._conn: ClientConnection | None = None
+        self._conn: BatchedClientConnection | None = None
         self._pending: dict[str, asyncio.Future[_Frame]] = {}
         self._chats: dict[str, _ChatWaiter] = {}
         self._ids = itertools.count(1)
@@ -181,9 +182,10 @@ class ProtocolClient:
             last_event_seq=self.last_event_seq,
         )
 
-    def serves_inline(self, call: ToolCall) -> bool:
-        """True when ``handle_tool_call`` never waits (answered in the read loop)."""
-        return False
+    def answer_at_once(self, call: ToolCall) -> ToolResult | None:
+        """The answer to ``call`` if it needs no waiting (given in the read loop, in
+        order, without a task), else None: ``handle_tool_call`` then runs in a task."""
+        return None
 
     async def handle_tool_call(self, call: ToolCall) -> ToolResult:
         return ToolResult(
@@ -207,19 +209,22 @@ class ProtocolClient:
     async def _open(self) -> HelloAck:
         headers = {"Authorization": f"Bearer {self.token}"} if self.authorization_header else None
         try:
-            conn = await connect(
+            opened = await connect(
                 self.url,
                 additional_headers=headers,
                 compression=None,
                 max_size=None,
                 open_timeout=self.open_timeout,
                 ping_interval=None,
+                create_connection=BatchedClientConnection,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise HandshakeRefused(
                 f"daemon refused the upgrade: HTTP {status}", status=status
             ) from None
+        assert isinstance(opened, BatchedClientConnection)  # create_connection= above
+        conn = opened
         hello = self.hello()
         await conn.send(encode(hello))
         try:
@@ -294,13 +299,25 @@ class ProtocolClient:
 
     # --- reading --------------------------------------------------------------------
 
-    async def _read_loop(self, conn: ClientConnection) -> None:
+    async def _read_loop(self, conn: BatchedClientConnection) -> None:
         try:
             async for raw in conn:
                 try:
                     frame = decode(raw)
                 except ProtocolError as exc:
                     log.warning("daemon sent a bad frame: %s", exc)
+                    continue
+                if type(frame) is ToolCall:  # the hot path: no coroutine in between
+                    result = self.answer_at_once(frame)
+                    if result is None:
+                        task = asyncio.create_task(self._serve_tool_call(conn, frame))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                        continue
+                    try:
+                        await conn.send_text_batched(encode_bytes(result))
+                    except ConnectionClosed:
+                        pass
                     continue
                 await self._on_frame(conn, frame)
         except ConnectionClosed:
@@ -319,16 +336,8 @@ class ProtocolClient:
                     waiter.done.set_exception(lost)
             self._chats.clear()
 
-    async def _on_frame(self, conn: ClientConnection, frame: _Frame) -> None:
-        if isinstance(frame, ToolCall):
-            if self.serves_inline(frame):
-                # Fast path: a synchronous store answers at once, in order, no task.
-                await self._serve_tool_call(conn, frame)
-            else:
-                task = asyncio.create_task(self._serve_tool_call(conn, frame))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        elif isinstance(frame, Ping):
+    async def _on_frame(self, conn: BatchedClientConnection, frame: _Frame) -> None:
+        if isinstance(frame, Ping):
             await conn.send(encode(Pong(id=frame.id) if frame.id is not None else Pong()))
         elif isinstance(frame, RunStarted | RunProgress | RunComplete):
             if not isinstance(frame, RunProgress):
@@ -366,11 +375,11 @@ class ProtocolClient:
             if not waiter.done.done():
                 waiter.done.set_result(result)
 
-    async def _serve_tool_call(self, conn: ClientConnection, call: ToolCall) -> None:
+    async def _serve_tool_call(self, conn: BatchedClientConnection, call: ToolCall) -> None:
         result = await self.handle_tool_call(call)
         try:
-            # Already UTF-8 JSON: text=True sends it as a text frame without re-encoding.
-            await conn.send(encode_bytes(result), text=True)
+            # Already UTF-8 JSON; written with the other answers of this loop pass.
+            await conn.send_text_batched(encode_bytes(result))
         except ConnectionClosed:
             pass
 
@@ -523,9 +532,18 @@ class ReferenceClient(ProtocolClient):
         self.capabilities = capabilities or Capabilities(idempotency=True)
         self.before_tool_call = before_tool_call
         self.tool_calls: list[ToolCall] = []
+        self._pass_calls = 0  # tool calls answered in this event-loop pass
 
-    def serves_inline(self, call: ToolCall) -> bool:
-        return self.before_tool_call is None
+    def _end_pass(self) -> None:
+        if self._pass_calls > 1:
+            self.store.release_snapshot()
+        self._pass_calls = 0
+
+    def answer_at_once(self, call: ToolCall) -> ToolResult | None:
+        if self.before_tool_call is not None:
+            return None
+        self.tool_calls.append(call)
+        return self._answer(call)
 
     def hello(self) -> DeviceHello:
         frame = DeviceHello(
@@ -545,6 +563,17 @@ class ReferenceClient(ProtocolClient):
         self.tool_calls.append(call)
         if self.before_tool_call is not None:
             await self.before_tool_call(call)
+        return self._answer(call)
+
+    def _answer(self, call: ToolCall) -> ToolResult:
+        # When several calls arrive in one event-loop pass (a burst), their reads
+        # share one SQLite read transaction: one lock round instead of one per get.
+        # A call alone in its pass reads without one (that would cost more).
+        if self._pass_calls == 0:
+            asyncio.get_running_loop().call_soon(self._end_pass)
+        elif self._pass_calls == 1:
+            self.store.hold_snapshot()
+        self._pass_calls += 1
         if call.action in ("vector_upsert", "vector_search") and not self.capabilities.vector:
             return ToolResult(
                 id=call.id,

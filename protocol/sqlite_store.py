@@ -28,6 +28,12 @@ failures). Rules:
 It sits in the rpc benchmark path: one connection, SQL built once per table (sqlite3
 caches the prepared statements by text), no schema reads per call. ``handle`` holds a
 lock, so the store may be shared by threads.
+
+Snapshots: between ``hold_snapshot()`` and ``release_snapshot()`` the reads share one
+read transaction (SQLite otherwise takes and drops its locks around every read; the
+reference client holds a snapshot for one event-loop pass, so a burst of gets pays
+that once). A write first ends the snapshot, so it commits at once and later reads
+see it; ``rows``/``count`` end it too, so tests always read the latest data.
 """
 
 from __future__ import annotations
@@ -200,6 +206,8 @@ class SqliteStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._hold = False  # hold_snapshot() was called
+        self._snapshot = False  # a read transaction of ours is open
         # isolation_level=None: autocommit; multi-statement writes use explicit BEGIN.
         db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, cached_statements=256
@@ -252,9 +260,26 @@ class SqliteStore:
     def close(self) -> None:
         """Close the database; idempotent."""
         with self._lock:
+            self._hold = self._snapshot = False
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def hold_snapshot(self) -> None:
+        """Let the reads that follow share one read transaction (see the module doc)."""
+        self._hold = True
+
+    def release_snapshot(self) -> None:
+        """End ``hold_snapshot``; idempotent."""
+        with self._lock:
+            self._hold = False
+            if self._db is not None:
+                self._end_snapshot(self._db)
+
+    def _end_snapshot(self, db: sqlite3.Connection) -> None:
+        if self._snapshot:
+            self._snapshot = False
+            db.execute("COMMIT")  # a read transaction: nothing to write
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -263,12 +288,20 @@ class SqliteStore:
         self.close()
 
     @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
+    def _conn(self, *, latest: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock. ``latest``: for writes and reads that must
+        not come from a held snapshot (ends it first)."""
         with self._lock:
-            if self._db is None:
+            db = self._db
+            if db is None:
                 raise StorageError("the store is closed", code=ErrorCode.INTERNAL)
             try:
-                yield self._db
+                if latest:
+                    self._end_snapshot(db)
+                elif self._hold and not self._snapshot:
+                    db.execute("BEGIN")
+                    self._snapshot = True
+                yield db
             except sqlite3.Error as e:
                 raise _db_error(e) from e
 
@@ -371,6 +404,9 @@ class SqliteStore:
             if db is None:
                 raise StorageError("the store is closed", code=ErrorCode.INTERNAL)
             try:
+                if self._hold and not self._snapshot:
+                    db.execute("BEGIN")
+                    self._snapshot = True
                 r = db.execute(sql.get, (row_id,)).fetchone()
             except sqlite3.Error as e:
                 raise _db_error(e) from e
@@ -389,7 +425,7 @@ class SqliteStore:
         if sql.bumps_updated_at:
             row["updatedAt"] = now
         params = tuple(row.values())  # dict.fromkeys keeps the columns' order
-        with self._conn() as db:
+        with self._conn(latest=True) as db:
             if key is None:
                 db.execute(sql.insert, params)
                 return row
@@ -427,14 +463,14 @@ class SqliteStore:
         values = check_updates(sql.table, data["updates"])
         if sql.bumps_updated_at:
             values["updatedAt"] = self._clock()
-        with self._conn() as db:
+        with self._conn(latest=True) as db:
             r = db.execute(sql.update(values), (*values.values(), row_id)).fetchone()
         if r is None:
             raise StorageError(f"no {sql.spec.noun} {row_id}", code=ErrorCode.NOT_FOUND)
         return dict(zip(sql.columns, r, strict=True))
 
     def _delete(self, sql: _TableSql, row_id: str) -> None:
-        with self._conn() as db:
+        with self._conn(latest=True) as db:
             deleted = db.execute(sql.delete, (row_id,)).rowcount
         if not deleted:
             raise StorageError(f"no {sql.spec.noun} {row_id}", code=ErrorCode.NOT_FOUND)
@@ -449,7 +485,7 @@ class SqliteStore:
         if project_id is not None and not isinstance(project_id, str):
             raise _bad(f"data.projectId for vector_upsert must be a string, got {project_id!r}")
         v = _check_vector(vector)
-        with self._conn() as db:
+        with self._conn(latest=True) as db:
             db.execute(
                 "INSERT OR REPLACE INTO _vectors (id, projectId, content, dim, norm, vector)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -499,13 +535,13 @@ class SqliteStore:
     def rows(self, table: str) -> list[Row]:
         """Every row of ``table`` in the default order (archived projects included)."""
         sql = _SQL[check_table(table)]
-        with self._conn() as db:
+        with self._conn(latest=True) as db:
             cur = db.execute(sql.select + _ORDER_SQL[None])
             return [dict(zip(sql.columns, r, strict=True)) for r in cur]
 
     def count(self, table: str) -> int:
         """How many rows ``table`` holds."""
         sql = _SQL[check_table(table)]
-        with self._conn() as db:
+        with self._conn(latest=True) as db:
             n: int = db.execute(sql.count).fetchone()[0]
             return n

@@ -316,6 +316,27 @@ async def test_run_id_and_run_context_travel_on_every_call_of_a_run(
 # --- flow control, timeouts, disconnects ---------------------------------------------------
 
 
+async def test_a_burst_of_calls_is_answered_in_order(store: ClientStore) -> None:
+    """64 calls sent in one event-loop pass reach the app in one burst (batched
+    writes; the app's reads share a snapshot); each read sees the writes sent
+    before it, and every call gets its own answer."""
+    task = await store.insert("tasks", {"title": "v0"})
+    calls: list[Coroutine[Any, Any, Any]] = []
+    for i in range(1, 33):
+        calls.append(store.update("tasks", task["id"], {"title": f"v{i}"}))
+        calls.append(store.get("tasks", task["id"]))
+    results = await asyncio.gather(*calls)
+    for i in range(1, 33):
+        updated, read = results[2 * i - 2], results[2 * i - 1]
+        assert updated["title"] == f"v{i}"
+        assert read is not None and read["title"] == f"v{i}"
+    gets = await asyncio.gather(*(store.get("tasks", task["id"]) for _ in range(64)))
+    assert {row["title"] for row in gets if row is not None} == {"v32"}
+    inserted = await asyncio.gather(*(store.insert("notes", {"title": f"n{i}"}) for i in range(40)))
+    fetched = await asyncio.gather(*(store.get("notes", row["id"]) for row in inserted))
+    assert fetched == inserted
+
+
 async def test_at_most_64_calls_in_flight_the_rest_queue(
     harness: DaemonHarness, tmp_path: Path
 ) -> None:

@@ -539,3 +539,80 @@ def test_zero_vector_scores_zero(store: SqliteStore) -> None:
     store.handle("vector_upsert", "", data={"id": "z", "content": "zero"}, vector=[0, 0])
     got = store.handle("vector_search", "", vector=[1, 0])["results"]
     assert got == [{"id": "z", "content": "zero", "score": 0.0}]
+
+
+# --- snapshots (one read transaction shared by a burst of reads) --------------------
+
+
+def test_held_snapshot_serves_reads_from_one_point_in_time(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "app.db", clock=Clock())
+    task = insert(store, "tasks", title="before")
+    other = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    try:
+        store.hold_snapshot()
+        assert store.handle("get", "tasks", data={"id": task["id"]})["row"]["title"] == "before"
+        other.execute("UPDATE tasks SET title = 'after' WHERE id = ?", (task["id"],))
+        # Same snapshot: the other connection's write is not visible yet ...
+        assert store.handle("get", "tasks", data={"id": task["id"]})["row"]["title"] == "before"
+        assert titles(select(store, "tasks")) == ["before"]
+        store.release_snapshot()
+        # ... and is once the snapshot ends.
+        assert store.handle("get", "tasks", data={"id": task["id"]})["row"]["title"] == "after"
+        store.release_snapshot()  # idempotent
+    finally:
+        other.close()
+        store.close()
+
+
+def test_write_ends_a_held_snapshot_and_commits_at_once(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "app.db", clock=Clock())
+    other = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    try:
+        store.hold_snapshot()
+        assert select(store, "tasks") == []  # opens the snapshot
+        row = insert(store, "tasks", title="new")
+        # Committed: another connection sees it while the store still holds snapshots.
+        assert other.execute("SELECT title FROM tasks").fetchall() == [("new",)]
+        # A read after the write sees it too (a fresh snapshot).
+        assert store.handle("get", "tasks", data={"id": row["id"]})["row"]["title"] == "new"
+        updated = store.handle(
+            "update", "tasks", data={"id": row["id"], "updates": {"title": "newer"}}
+        )["row"]
+        assert updated["title"] == "newer"
+        assert other.execute("SELECT title FROM tasks").fetchall() == [("newer",)]
+        # Idempotent inserts open their own write transaction: no nesting error.
+        keyed = store.handle("insert", "tasks", data={"title": "k"}, idempotency_key="k1")
+        keyed = keyed["row"]
+        assert store.handle("get", "tasks", data={"id": keyed["id"]})["row"] == keyed
+        store.handle("delete", "tasks", data={"id": keyed["id"]})
+        assert other.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
+    finally:
+        store.release_snapshot()
+        other.close()
+        store.close()
+
+
+def test_rows_and_count_read_the_latest_data_under_a_snapshot(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "app.db", clock=Clock())
+    other = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    try:
+        store.hold_snapshot()
+        assert store.handle("select", "projects")["rows"] == []
+        other.execute("INSERT INTO projects (id, name, createdAt) VALUES ('p1', 'x', 1)")
+        assert store.count("projects") == 1
+        assert [r["id"] for r in store.rows("projects")] == ["p1"]
+    finally:
+        store.release_snapshot()
+        other.close()
+        store.close()
+
+
+def test_close_with_a_held_snapshot(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "app.db", clock=Clock())
+    store.hold_snapshot()
+    assert select(store, "tasks") == []
+    store.close()
+    store.release_snapshot()  # after close: nothing to end, no error
+    reopened = SqliteStore(tmp_path / "app.db", clock=Clock())
+    assert insert(reopened, "tasks", title="t")["title"] == "t"
+    reopened.close()
