@@ -471,6 +471,24 @@ print("lazy")
     assert done.stdout.strip() == "lazy"
 
 
+def test_objects_of_the_litellm_import_are_frozen_for_the_gc() -> None:
+    """A full collection must not walk litellm's ~300k module objects every time."""
+    script = """
+import asyncio, gc
+import agents.llm
+before = gc.get_freeze_count()
+asyncio.run(agents.llm._load_litellm())
+frozen = gc.get_freeze_count() - before
+assert frozen > 100_000, frozen
+print("frozen")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "frozen"
+
+
 class MemoryKeyring(keyring.backend.KeyringBackend):
     """A real keyring backend that keeps passwords in a dict."""
 
