@@ -123,6 +123,16 @@ def construct(cls: type[F], **fields: Any) -> F:
     return frame
 
 
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _translate(exc: ValidationError) -> BadFrame | UnknownType:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
@@ -134,6 +144,10 @@ def _translate(exc: ValidationError) -> BadFrame | UnknownType:
     if kind == "union_tag_not_found":
         return BadFrame("frame has no 'type' field")
     if kind == "union_tag_invalid":
+        given = exc.errors(include_url=False)[0].get("input")
+        value = given.get("type") if isinstance(given, dict) else None
+        if not isinstance(value, str):
+            return BadFrame(f"'type' must be a string, got {_json_kind(value)}")
         tag = first.get("ctx", {}).get("tag", "?")
         return UnknownType(f"unknown frame type {tag!r}", frame_type=str(tag))
     if kind == "model_attributes_type" or first["loc"] == ():

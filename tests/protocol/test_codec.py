@@ -251,6 +251,23 @@ def test_missing_type_is_bad_frame(text: str) -> None:
         decode(text)
 
 
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (5, "a number"),
+        (1.5, "a number"),
+        (None, "null"),
+        (True, "a boolean"),
+        ([1], "an array"),
+        ({"a": 1}, "an object"),
+    ],
+)
+def test_type_that_is_not_a_string_is_bad_frame(value: Any, kind: str) -> None:
+    with pytest.raises(BadFrame, match=f"'type' must be a string, got {kind}") as info:
+        decode(json.dumps({"type": value, "id": "x"}))
+    assert info.value.code == "bad_frame"
+
+
 @pytest.mark.parametrize("name", ["nope", "PING", "tool-call", ""])
 def test_unknown_type(name: str) -> None:
     with pytest.raises(UnknownType) as info:
