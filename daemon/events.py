@@ -9,7 +9,9 @@ Rules (protocol.md "Run events"):
   only ever counts events it could be missing.
 - A client whose hello carries ``last_event_seq`` gets every ``run_complete`` after
   it, and every ``run_started`` after it that has no ``run_complete`` yet.
-- Only the newest ``retention`` events are kept.
+- ``retention`` events are kept (trimmed every 100 events). When trimming, the
+  oldest ``skipped`` run_completes go first, so the skips of an agent whose device
+  stays away cannot push real runs out of the replay window.
 """
 
 from __future__ import annotations

@@ -709,15 +709,28 @@ class StateStore:
             return _event_seq(conn)
 
     def trim_events(self, keep: int) -> int:
-        """Delete all but the newest ``keep`` events; returns how many were deleted."""
+        """Keep ``keep`` events; returns how many were deleted. The oldest ``skipped``
+        run_completes go first, then the oldest of the rest: an agent that fires
+        every minute while the app is away must not push real runs out of replay."""
         if keep < 0:
             raise ValueError(f"keep must be >= 0, not {keep}")
         with self._write() as conn:
-            return conn.execute(
+            (total,) = conn.execute("SELECT count(*) FROM events").fetchone()
+            if total <= keep:
+                return 0
+            skips = conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+                " WHERE type = 'run_complete'"
+                " AND json_extract(payload_json, '$.status') = 'skipped'"
+                " ORDER BY seq LIMIT ?)",
+                (total - keep,),
+            ).rowcount
+            rest: int = conn.execute(
                 "DELETE FROM events WHERE seq <="
                 " (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                 (keep,),
             ).rowcount
+            return skips + rest
 
     # ------------------------------------------------------------------ file index
 

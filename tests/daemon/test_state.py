@@ -341,6 +341,20 @@ def test_event_seqs_and_filtering(store: StateStore, clock: Clock) -> None:
         store.events_after(0, types="run_complete")
 
 
+def test_trim_drops_skipped_run_completes_before_real_events(db_path: Path) -> None:
+    with StateStore.open(db_path) as s:
+        s.append_event("run_started", {"run_id": "r1"}, run_id="r1")  # seq 1
+        s.append_event("run_complete", {"run_id": "r1", "status": "success"}, run_id="r1")
+        for i in range(6):  # seqs 3..8: an agent skipped while the app was away
+            s.append_event("run_complete", {"run_id": f"s{i}", "status": "skipped"})
+        s.append_event("run_complete", {"run_id": "r2", "status": "error"})  # seq 9
+        assert s.trim_events(5) == 4  # four skips go, the real runs stay
+        assert [e.seq for e in s.events_after(0)] == [1, 2, 7, 8, 9]
+        assert s.trim_events(2) == 3  # the two skips left, then the oldest real event
+        assert [e.seq for e in s.events_after(0)] == [2, 9]
+        assert s.trim_events(2) == 0
+
+
 def test_trim_then_reopen_never_reuses_a_seq(db_path: Path) -> None:
     with StateStore.open(db_path) as s:
         for i in range(10):
