@@ -511,7 +511,11 @@ class ProtocolClient:
 
 
 class ReferenceClient(ProtocolClient):
-    """A device: serves ``tool_call`` frames from a real SQLite database."""
+    """A device: serves ``tool_call`` frames from a real SQLite database.
+
+    ``tool_calls`` lists the calls served, oldest first, for tests and the dev
+    client: the most recent ``keep_calls`` at least (older ones are dropped in
+    batches, so a client that runs for days does not grow without bound)."""
 
     def __init__(
         self,
@@ -523,9 +527,13 @@ class ReferenceClient(ProtocolClient):
         agents: list[dict[str, Any]] | None = None,
         capabilities: Capabilities | None = None,
         before_tool_call: Callable[[ToolCall], Awaitable[None]] | None = None,
+        keep_calls: int = 10_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(url, token, **kwargs)
+        if keep_calls < 1:
+            raise ValueError(f"keep_calls must be >= 1, not {keep_calls}")
+        self.keep_calls = keep_calls
         self.store = db if isinstance(db, SqliteStore) else SqliteStore(db)
         self.device_id = device_id
         self.agents = agents
@@ -542,8 +550,14 @@ class ReferenceClient(ProtocolClient):
     def answer_at_once(self, call: ToolCall) -> ToolResult | None:
         if self.before_tool_call is not None:
             return None
-        self.tool_calls.append(call)
+        self._record(call)
         return self._answer(call)
+
+    def _record(self, call: ToolCall) -> None:
+        calls = self.tool_calls
+        calls.append(call)
+        if len(calls) >= 2 * self.keep_calls:
+            del calls[: -self.keep_calls]
 
     def hello(self) -> DeviceHello:
         frame = DeviceHello(
@@ -560,7 +574,7 @@ class ReferenceClient(ProtocolClient):
         return frame
 
     async def handle_tool_call(self, call: ToolCall) -> ToolResult:
-        self.tool_calls.append(call)
+        self._record(call)
         if self.before_tool_call is not None:
             await self.before_tool_call(call)
         return self._answer(call)

@@ -337,6 +337,21 @@ async def test_a_burst_of_calls_is_answered_in_order(store: ClientStore) -> None
     assert fetched == inserted
 
 
+async def test_reference_client_keeps_only_recent_calls(
+    harness: DaemonHarness, tmp_path: Path
+) -> None:
+    app = await harness.device(tmp_path / "app.db", device_id="bounded", keep_calls=10)
+    store = session_of(harness, "bounded").store()
+    ids = [f"id-{i}" for i in range(35)]
+    for row_id in ids:
+        assert await store.get("tasks", row_id) is None
+    kept = [c.data["id"] for c in app.tool_calls if c.data]
+    assert 10 <= len(kept) < 20
+    assert kept == ids[-len(kept) :]  # the most recent, in order
+    with pytest.raises(ValueError, match="keep_calls"):
+        ReferenceClient(harness.url, "t", db=str(tmp_path / "x.db"), keep_calls=0)
+
+
 async def test_at_most_64_calls_in_flight_the_rest_queue(
     harness: DaemonHarness, tmp_path: Path
 ) -> None:
