@@ -64,8 +64,8 @@ class _BatchedWrites(Connection):
             return
         self.protocol.send_text(data)
         if self._flush_handle is None:
+            self._write()  # before scheduling the flush: the write is what the peer awaits
             self._flush_handle = self.loop.call_soon(self._flush)
-            self._write()
         else:
             self._queued += 1
             self._queued_bytes += len(data)
