@@ -547,6 +547,14 @@ class ReferenceClient(ProtocolClient):
             self.store.release_snapshot()
         self._pass_calls = 0
 
+    async def close(self) -> None:
+        await super().close()
+        self._end_pass()  # the loop may not run the scheduled one (it may be closing)
+
+    def kill(self) -> None:
+        super().kill()
+        self._end_pass()
+
     def answer_at_once(self, call: ToolCall) -> ToolResult | None:
         if self.before_tool_call is not None:
             return None

@@ -279,7 +279,11 @@ class SqliteStore:
     def _end_snapshot(self, db: sqlite3.Connection) -> None:
         if self._snapshot:
             self._snapshot = False
-            db.execute("COMMIT")  # a read transaction: nothing to write
+            try:
+                db.execute("COMMIT")  # a read transaction: nothing to write
+            except sqlite3.Error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
 
     def __enter__(self) -> SqliteStore:
         return self
