@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
@@ -26,37 +27,30 @@ from protocol.connection import (
 )
 
 
-def _count_writes(transport: asyncio.BaseTransport, writes: list[int]) -> None:
-    """Record the size of every ``transport.write`` and call the real one."""
-    real_write: Callable[[Any], None] = transport.write  # type: ignore[attr-defined]
+class _CountingWrites(Connection):
+    """Mixin: the transport records the size of every ``write`` (then does it)."""
 
-    def write(data: Any) -> None:
-        writes.append(len(data))
-        real_write(data)
+    writes: list[int]
 
-    transport.write = write  # type: ignore[attr-defined]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        writes: list[int] = []
+        self.writes = writes
+        real_write: Callable[[Any], None] = self.transport.write
+
+        def write(data: Any) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        self.transport.write = write  # type: ignore[method-assign]
 
 
-class CountingServerConnection(BatchedServerConnection):
+class CountingServerConnection(_CountingWrites, BatchedServerConnection):
     """BatchedServerConnection whose transport counts its writes."""
 
-    writes: list[int]
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.writes = []
-        _count_writes(self.transport, self.writes)
-
-
-class CountingClientConnection(BatchedClientConnection):
+class CountingClientConnection(_CountingWrites, BatchedClientConnection):
     """BatchedClientConnection whose transport counts its writes."""
-
-    writes: list[int]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.writes = []
-        _count_writes(self.transport, self.writes)
 
 
 @dataclass
