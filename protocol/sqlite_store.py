@@ -276,6 +276,10 @@ class SqliteStore:
             if self._db is not None:
                 self._end_snapshot(self._db)
 
+    def _begin_snapshot(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN")  # deferred: the next read starts the read transaction
+        self._snapshot = True
+
     def _end_snapshot(self, db: sqlite3.Connection) -> None:
         if self._snapshot:
             self._snapshot = False
@@ -303,8 +307,7 @@ class SqliteStore:
                 if latest:
                     self._end_snapshot(db)
                 elif self._hold and not self._snapshot:
-                    db.execute("BEGIN")
-                    self._snapshot = True
+                    self._begin_snapshot(db)
                 yield db
             except sqlite3.Error as e:
                 raise _db_error(e) from e
@@ -409,8 +412,7 @@ class SqliteStore:
                 raise StorageError("the store is closed", code=ErrorCode.INTERNAL)
             try:
                 if self._hold and not self._snapshot:
-                    db.execute("BEGIN")
-                    self._snapshot = True
+                    self._begin_snapshot(db)
                 r = db.execute(sql.get, (row_id,)).fetchone()
             except sqlite3.Error as e:
                 raise _db_error(e) from e
