@@ -124,6 +124,9 @@ class ScanResult:
     unchanged: int = 0
     missing: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    bad_roots: list[str] = field(
+        default_factory=list
+    )  # also in errors: roots that could not be walked
     files_opened: int = 0
     files_seen: int = 0
 
@@ -282,27 +285,31 @@ class _Scan:
 
     # -- roots
 
+    def bad_root(self, message: str) -> None:
+        self.errors.append(message)
+        self.result.bad_roots.append(message)
+
     def open_roots(self, roots: tuple[str, ...]) -> list[tuple[str, str]]:
         """Validate roots; returns (root as reported, real path) of the usable ones."""
         usable: list[tuple[str, str]] = []
         for given in roots:
             if not given or not os.path.isabs(given):
-                self.errors.append(f"root is not an absolute path: {given!r}")
+                self.bad_root(f"root is not an absolute path: {given!r}")
                 continue
             root = os.path.normpath(given)
             try:
                 real = os.path.realpath(root, strict=True)
                 st = os.stat(real)
             except FileNotFoundError:
-                self.errors.append(f"root not found: {root}")
+                self.bad_root(f"root not found: {root}")
                 self.unsure_dirs.append(root)
                 continue
             except OSError as exc:
-                self.errors.append(f"cannot open root {root}: {_os_reason(exc)}")
+                self.bad_root(f"cannot open root {root}: {_os_reason(exc)}")
                 self.unsure_dirs.append(root)
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                self.errors.append(f"root is not a directory: {root}")
+                self.bad_root(f"root is not a directory: {root}")
                 self.unsure_dirs.append(root)
                 continue
             self.real_roots.append(_key(real))
