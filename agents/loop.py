@@ -145,9 +145,7 @@ class _Loop:
             steps=self.steps,
             stopped=stopped,
             tools_used=self.tools_used,
-            failed_writes=[
-                f"{name}: {err}" for name, errs in self.failed_writes.items() for err in errs
-            ],
+            failed_writes=[f"{name}: {err}" for (name, _), err in self.failed_writes.items()],
             notices=self.notices,
         )
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.run import RunLimits
 from daemon.errors import ConfigError
 from daemon.paths import Paths
 
@@ -73,14 +74,27 @@ class LLMConfig(_Section):
     max_attempts: int = Field(default=5, ge=1)
 
 
+class BudgetConfig(_Section):
+    """The ``[runs.budget]`` table: what one run may spend unless the agent says otherwise.
+
+    Cautious defaults: a first run over a large folder is split over several runs
+    instead of costing a fortune at once. ``max_cost_usd`` applies to models whose
+    price litellm knows; a local model is bounded by calls and tokens."""
+
+    max_llm_calls: int | None = Field(default=500, ge=1)
+    max_prompt_tokens: int | None = Field(default=2_000_000, ge=1)
+    max_cost_usd: float | None = Field(default=1.0, gt=0)
+
+
 class RunsConfig(_Section):
     """The ``[runs]`` table: limits on agent runs."""
 
     max_concurrent_per_device: int = Field(default=1, ge=1)
     progress_interval_s: float = Field(default=0.25, gt=0)
-    max_file_bytes: int = Field(default=20 * MiB, ge=1)
-    step_budget: int = Field(default=12, ge=1)
-    tool_call_budget: int = Field(default=200, ge=1)
+    max_file_bytes: int = Field(default=RunLimits.max_file_bytes, ge=1)
+    step_budget: int = Field(default=RunLimits.step_budget, ge=1)
+    tool_call_budget: int = Field(default=RunLimits.tool_call_budget, ge=1)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 class Config(_Section):

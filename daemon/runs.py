@@ -34,13 +34,13 @@ from typing import Any
 from agents.books import FileRecord
 from agents.errors import DeviceOffline, LLMError, RunCancelled
 from agents.llm import LLM
-from agents.run import AgentRunner, RunContext, RunLimits, RunReport
+from agents.run import AgentRunner, Budget, RunContext, RunLimits, RunReport
 from protocol.agent_config import AgentConfig
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RunSummary
 
 from .agent_configs import AgentRegistry
-from .config import Config
+from .config import BudgetConfig, Config
 from .events import EventLog
 from .logs import log_context
 from .server import Server
@@ -86,6 +86,16 @@ class StateBookkeeping:
 
     def set_cursor(self, key: str, value: str) -> None:
         self.state.set_cursor(self.agent_id, key, value)
+
+
+def _budget(agent: AgentConfig, defaults: BudgetConfig) -> Budget:
+    """The agent's own limits, each one it leaves out taken from config.toml."""
+    own = agent.budget
+    return Budget(
+        max_llm_calls=own.max_llm_calls or defaults.max_llm_calls,
+        max_prompt_tokens=own.max_prompt_tokens or defaults.max_prompt_tokens,
+        max_cost_usd=own.max_cost_usd or defaults.max_cost_usd,
+    )
 
 
 @dataclass
@@ -371,6 +381,7 @@ class RunManager:
                 step_budget=runs.step_budget,
                 tool_call_budget=runs.tool_call_budget,
                 max_file_bytes=runs.max_file_bytes,
+                budget=_budget(run.agent, runs.budget),
             ),
         )
         try:

@@ -50,12 +50,23 @@ class LocalDirectorySource:
             extensions=frozenset(agent.file_extensions) or SUPPORTED_EXTENSIONS,
             exclude=tuple(agent.exclude),
             max_file_bytes=ctx.limits.max_file_bytes,
+            max_files=agent.max_files,
         )
 
     async def changes(self) -> Changes:
         books = self.ctx.books
         index = await asyncio.to_thread(books.file_index)
         result = await asyncio.to_thread(scan, self.rules, index)
+        if result.over_limit:
+            where = "this folder has" if len(self.roots) == 1 else "these folders have"
+            return Changes(
+                items=[],
+                failures=[
+                    f"{where} {result.files_seen} files (more than max_files = "
+                    f"{self.rules.max_files}); raise max_files or narrow the folder"
+                ],
+                detail={"files_seen": result.files_seen, "files_opened": result.files_opened},
+            )
         for rec in result.touched:
             books.record_file(rec)
         if result.missing:

@@ -15,7 +15,6 @@ import pytest
 
 from agents.errors import DeviceOffline
 from agents.local_dir.file_tools import file_tools
-from agents.tools.notices import NOTICE_TOOLS
 from agents.tools import (
     ALL_TOOLS,
     MutationRecord,
@@ -29,6 +28,7 @@ from agents.tools import (
     iso_from_ms,
     ms_from_iso,
 )
+from agents.tools.notices import NOTICE_TOOLS
 from scheduler.cron import local_tz
 from tests.support.stores import SqliteBackedStore
 
