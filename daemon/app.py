@@ -24,6 +24,8 @@ from datetime import UTC, datetime, tzinfo
 from functools import partial
 
 from agents.chat import ChatService
+from agents.local_dir.source import run_local_directory
+from agents.run import AgentRunner
 from protocol.agent_config import AgentConfig
 from scheduler.cron import local_tz
 from scheduler.service import NextFire, SchedulerService, cron_next_fire
@@ -45,6 +47,9 @@ from .state import StateStore
 __all__ = ["Daemon"]
 
 log = logging.getLogger("tether.daemon")
+
+# Agent kind -> its runner. A new source of work is one new entry here.
+RUNNERS: dict[str, AgentRunner] = {"local_directory": run_local_directory}
 
 
 class Daemon:
@@ -78,6 +83,7 @@ class Daemon:
             events=self.events,
             config=config,
             llm_factory=self.llm.for_agent,
+            runners=RUNNERS,
             tz=self.tz,
             clock=clock,
         )
