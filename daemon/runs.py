@@ -36,11 +36,12 @@ from agents.errors import DeviceOffline, LLMError, RunCancelled
 from agents.llm import LLM
 from agents.run import AgentRunner, Budget, RunContext, RunLimits, RunReport
 from protocol.agent_config import AgentConfig
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode
 from protocol.frames import RunSummary
 
 from .agent_configs import AgentRegistry
 from .config import BudgetConfig, Config
+from .errors import RunRefused
 from .events import EventLog
 from .logs import log_context
 from .server import Server
@@ -175,27 +176,27 @@ class RunManager:
         *,
         run_context: dict[str, Any] | None = None,
     ) -> ActiveRun:
-        """Accept a run (it may wait for a device slot); raises ``ProtocolError``."""
+        """Accept a run (it may wait for a device slot); raises :class:`RunRefused`."""
         if self._closing:
-            raise ProtocolError("the daemon is shutting down", code=ErrorCode.BUSY)
+            raise RunRefused(ErrorCode.BUSY, "the daemon is shutting down")
         agent = self.registry.get(agent_id)
         if agent is None:
-            raise ProtocolError(f"no agent {agent_id!r}", code=ErrorCode.UNKNOWN_AGENT)
+            raise RunRefused(ErrorCode.UNKNOWN_AGENT, f"no agent {agent_id!r}")
         current = self._by_agent.get(agent_id)
         if current is not None:
-            raise ProtocolError(
+            raise RunRefused(
+                ErrorCode.ALREADY_RUNNING,
                 f"agent {agent_id} is already running (run {current.run_id})",
-                code=ErrorCode.ALREADY_RUNNING,
                 run_id=current.run_id,
             )
         device = self.device_for(agent)
         if device is None:
             where = f"device {agent.device_id}" if agent.device_id else "no desktop app"
-            raise ProtocolError(
+            raise RunRefused(
+                ErrorCode.DEVICE_OFFLINE,
                 f"agent {agent_id} needs the desktop app, and {where} is connected"
                 if not agent.device_id
                 else f"agent {agent_id} runs only while {where} is connected; it is offline",
-                code=ErrorCode.DEVICE_OFFLINE,
             )
         run = ActiveRun(
             run_id=uuid.uuid4().hex,
