@@ -11,7 +11,7 @@ Rules:
 - What it answers: first the replies queued with :meth:`FakeLLMServer.script`
   (FIFO), then whatever :attr:`FakeLLMServer.responder` returns for the request
   body (default: the text ``"ok"``).
-- Prompt tokens are a deterministic estimate, ``len(json(messages)) // 4``, so
+- Prompt tokens are a deterministic estimate, ``len(json([messages, tools])) // 4``, so
   tests and benchmarks can compare token volumes; completion tokens are
   ``len(text) // 4 + 1``.
 - Every received JSON body is recorded in :attr:`FakeLLMServer.requests`, even
@@ -127,8 +127,10 @@ Reply = Text | ToolCalls | Length | Error | Hang | Garbage
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """The deterministic prompt-token estimate the server reports."""
-    return len(json.dumps(body.get("messages", []), sort_keys=True)) // 4
+    """The deterministic prompt-token estimate the server reports: the messages and the
+    tool schemas (providers bill both), at 4 characters a token."""
+    sent = [body.get("messages", []), body.get("tools") or []]
+    return len(json.dumps(sent, sort_keys=True)) // 4
 
 
 def _completion_tokens(text: str) -> int:
