@@ -356,9 +356,9 @@ async def test_shutdown_cancels_running_runs_and_drops_waiting_ones(
     gate = Gate()
     await app(h, tmp_path, [agent(corpus, "a"), agent(corpus, "b")], gate=gate)
     a = manager.start("a", "manual")
-    await gate.wait_reached(a)
     b = manager.start("b", "manual")
-    await asyncio.sleep(0)  # one loop pass: b's task begins and waits for the slot
+    await gate.wait_reached(a)  # b's task has begun meanwhile: it waits for the slot
+    assert b.started_at is None
     stopping = asyncio.create_task(manager.shutdown(timeout=RUN_TIMEOUT_S))
     await asyncio.wait_for(a.cancel.wait(), RUN_TIMEOUT_S)
     gate.opened.set()  # the app answers; a stops at its next step
