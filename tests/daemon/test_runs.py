@@ -23,11 +23,13 @@ from typing import Any
 import pytest
 
 from agents.llm import LLM
+from agents.run import AgentRunner, RunContext, RunReport
+from daemon.errors import RunRefused
 from daemon.runs import ActiveRun, RunManager
 from daemon.state import RunRecord
 from protocol.agent_config import AgentConfig
 from protocol.client import ProtocolClient, ReferenceClient
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode
 from protocol.frames import RunComplete, RunProgress, RunStarted, ToolCall
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.agent_model import OfficeModel
@@ -36,7 +38,7 @@ from tests.support.llm_server import FakeLLMServer
 RUN_TIMEOUT_S = 60.0
 
 # What RunManager.start raises when it refuses a run; the tests look only at `.code`.
-Refusal = ProtocolError
+Refusal = RunRefused
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -48,8 +50,9 @@ MakeManager = Callable[..., Awaitable[tuple[DaemonHarness, RunManager]]]
 async def make_manager(
     make_daemon: DaemonFactory, llm_server: FakeLLMServer
 ) -> AsyncIterator[MakeManager]:
-    """``await make_manager(h=None, llm=None, **runs_limits)``: a RunManager over a
-    running daemon's parts (a new daemon with the local test model unless ``h``)."""
+    """``await make_manager(h=None, llm=None, runners=None, **runs_limits)``: a
+    RunManager over a running daemon's parts (a new daemon with the local test model
+    unless ``h``), with the composition root's LLM factory and runner map unless given."""
     llm_server.responder = OfficeModel()
     managers: list[RunManager] = []
 
@@ -57,6 +60,7 @@ async def make_manager(
         h: DaemonHarness | None = None,
         *,
         llm: Callable[[AgentConfig], LLM] | None = None,
+        runners: dict[str, AgentRunner] | None = None,
         **runs: Any,
     ) -> tuple[DaemonHarness, RunManager]:
         if h is None:
@@ -69,9 +73,9 @@ async def make_manager(
             server=d.server,
             events=d.events,
             config=config,
-            llm_factory=llm or d.llm_for_agent,
+            llm_factory=llm or d.llm.for_agent,
+            runners=d.runs.runners if runners is None else runners,
             tz=UTC,
-            # (the composition root's {kind: runner} map goes here when it has one)
         )
         managers.append(manager)
         return h, manager
@@ -522,6 +526,33 @@ async def test_an_app_that_stops_answering_ends_the_run_in_error(
     assert record.status == "error"
     assert any("did not answer" in e for e in record.errors), record.errors
     assert h.daemon.state.running_runs() == []
+
+
+async def test_a_runner_that_crashes_ends_the_run_in_error(
+    make_manager: MakeManager, corpus: Path, tmp_path: Path
+) -> None:
+    async def crashing(ctx: RunContext) -> RunReport:
+        await ctx.progress("scan", 0, 1, None)
+        raise RuntimeError("a bug in the runner")
+
+    h, manager = await make_manager(runners={"local_directory": crashing})
+    client = await app(h, tmp_path, [agent(corpus)])
+    run = manager.start("notes", "manual")
+    record = await finish(h, run)
+    assert record.status == "error"
+    assert record.errors == ("internal error: RuntimeError: a bug in the runner",)
+    assert (await events_until_complete(client, run.run_id))[-1].status == "error"
+    assert manager.active() == [] and h.daemon.state.running_runs() == []
+
+
+async def test_a_kind_without_a_runner_ends_the_run_in_error(
+    make_manager: MakeManager, corpus: Path, tmp_path: Path
+) -> None:
+    h, manager = await make_manager(runners={})
+    await app(h, tmp_path, [agent(corpus)])
+    record = await finish(h, manager.start("notes", "manual"))
+    assert record.status == "error"
+    assert "local_directory agents are not available" in record.errors[0]
 
 
 @pytest.mark.xfail(

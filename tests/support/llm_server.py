@@ -151,6 +151,7 @@ class FakeLLMServer:
         self._connections: set[socket.socket] = set()
         self._queue: deque[Reply] = deque()
         self._requests: list[dict[str, Any]] = []
+        self._authorizations: list[str | None] = []
         self._in_flight = 0
         self._max_in_flight = 0
         self._lock = threading.Lock()
@@ -215,6 +216,12 @@ class FakeLLMServer:
             return list(self._requests)
 
     @property
+    def authorizations(self) -> list[str | None]:
+        """The ``Authorization`` header of each request so far (None when absent)."""
+        with self._lock:
+            return list(self._authorizations)
+
+    @property
     def calls(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -237,6 +244,7 @@ class FakeLLMServer:
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._authorizations.clear()
             self._max_in_flight = self._in_flight
         self.responder = self._initial_responder
 
@@ -286,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_json(400, {"error": {"message": "body is not JSON", "type": "x"}})
             return
+        with self.fake._lock:
+            self.fake._authorizations.append(self.headers.get("Authorization"))
         self.fake._begin()
         try:
             self._reply(body, self.fake._next_reply(body))
