@@ -15,7 +15,8 @@ The tree::
     │   ├── DeviceOffline           the device session went away
     │   ├── ToolCallTimeout         the client did not answer a tool_call in time
     │   └── ToolCallError           the client answered tool_result ok=false (has .code)
-    └── RunCancelled                the run or chat request was cancelled
+    ├── RunCancelled                the run or chat request was cancelled
+    └── JourneyError                an agent-setup journey could not go on (message for the user)
 
 Lower-layer exceptions (litellm, httpx, OSError) are translated into these at the
 boundary, so the loop only ever sees this tree.
@@ -27,6 +28,7 @@ __all__ = [
     "AgentError",
     "DeviceOffline",
     "ExtractError",
+    "JourneyError",
     "LLMBadResponse",
     "LLMError",
     "LLMNotConfigured",
@@ -100,3 +102,7 @@ class ToolCallError(StoreError):
 
 class RunCancelled(AgentError):
     """The run or chat request was cancelled."""
+
+
+class JourneyError(AgentError):
+    """An agent-setup journey could not go on; the message says why, for the user."""

@@ -72,10 +72,13 @@ __all__ = [
     "Message",
     "Reply",
     "ToolCall",
+    "ToolChoice",
     "Usage",
 ]
 
 Message = dict[str, Any]
+# OpenAI's ``tool_choice``: "auto", "required", "none" or {"type": "function", ...}.
+ToolChoice = str | dict[str, Any]
 
 # The key sent to an OpenAI-compatible api_base when none is configured: the OpenAI
 # client refuses to start without one, and local servers ignore it.
@@ -154,6 +157,7 @@ class LLM(Protocol):
         stream: bool = False,
         on_text: Callable[[str], Awaitable[None]] | None = None,
         max_tokens: int | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Reply: ...
 
 
@@ -259,12 +263,15 @@ class LiteLLM:
         stream: bool = False,
         on_text: Callable[[str], Awaitable[None]] | None = None,
         max_tokens: int | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Reply:
         model = self.settings.model
         if not model:
             raise LLMNotConfigured(NOT_CONFIGURED_MESSAGE)
         litellm = await _load_litellm()
         request = self._request(model, messages, tools, stream, max_tokens)
+        if tools and tool_choice is not None:
+            request["tool_choice"] = tool_choice
         attempts = self.settings.max_attempts
         for attempt in range(1, attempts + 1):
             emitted = [False]  # set once on_text has been given any text

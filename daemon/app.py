@@ -36,6 +36,7 @@ from .errors import RunRefused
 from .estimates import Estimator
 from .events import EventLog
 from .handlers import FrameHandlers
+from .journeys import JourneyRegistry
 from .kinds import RUNNERS, SOURCES
 from .llm import LLMFactory, stored_api_key
 from .paths import Paths
@@ -107,6 +108,7 @@ class Daemon:
         self.registry.on_change(self.scheduler.agents_changed)
         self.chat = ChatService(llm_factory=self.llm, tz=self.tz)
         self.chats = ChatRegistry(self.chat, self.server.device)
+        self.journeys = JourneyRegistry(self.llm)
         self._stopped = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -139,6 +141,7 @@ class Daemon:
         log.info("shutting down")
         self.server.stop_accepting()
         self.chats.close()
+        self.journeys.close()
         await self.runs.shutdown()
         await self.server.close()
         self.scheduler.shutdown()

@@ -21,7 +21,7 @@ from typing import Any
 from agents.books import Bookkeeping, FileRecord
 from agents.errors import DeviceOffline, LLMNotConfigured
 from agents.estimate import Estimate, estimate_run
-from agents.llm import Message, Reply
+from agents.llm import Message, Reply, ToolChoice
 from agents.run import RunContext
 from agents.store import Row
 
@@ -97,6 +97,7 @@ class _NoModel:
         stream: bool = False,
         on_text: Callable[[str], Awaitable[None]] | None = None,
         max_tokens: int | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Reply:
         raise LLMNotConfigured("an estimate calls no model")
 

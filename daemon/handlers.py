@@ -7,7 +7,11 @@ Rules (protocol.md):
   request's id. A :class:`~daemon.errors.RunRefused` from the run manager becomes
   that error with the refusal's code (``unknown_agent``, ``already_running``,
   ``device_offline``, ``busy``).
-- ``cancel`` targets a run id or a chat request id; neither: ``not_found``.
+- ``cancel`` targets a run id, a chat request id or a journey session id; none of
+  them: ``not_found``.
+- ``journey_start`` answers the first ``journey_message`` (seeded with the agent's
+  ``prompt_template`` when ``agent_id`` names a known agent; an unknown one is
+  ``unknown_agent``); ``journey_reply`` answers the next (``daemon.journeys``).
 - ``credentials_put`` stores the secret under ``provider:account`` off the event
   loop (the keyring may block); the secret is never logged.
 - A device hello with agents replaces the agent list; every hello with
@@ -38,6 +42,9 @@ from protocol.frames import (
     EstimateResult,
     FloatingRequest,
     HomeRequest,
+    JourneyMessage,
+    JourneyReply,
+    JourneyStart,
     Status,
     StatusRequest,
     Trigger,
@@ -51,6 +58,7 @@ from .chats import ChatRegistry
 from .errors import RunRefused
 from .estimates import Estimator
 from .events import EventLog
+from .journeys import JourneyRegistry
 from .runs import RunManager, _iso
 from .secrets import SecretStore
 from .server import Server
@@ -70,6 +78,7 @@ class Parts(Protocol):
     runs: RunManager
     scheduler: SchedulerService
     chats: ChatRegistry
+    journeys: JourneyRegistry
     secrets: SecretStore
     estimates: Estimator
 
@@ -121,6 +130,13 @@ class FrameHandlers:
             )
         elif isinstance(frame, HomeRequest | FloatingRequest):
             parts.chats.start(session, frame)
+        elif isinstance(frame, JourneyStart):
+            await session.send(self._journey_start(frame))
+        elif isinstance(frame, JourneyReply):
+            answer = await parts.journeys.reply(
+                frame.session_id, frame.message, request_id=frame.id
+            )
+            await session.send(answer)
         elif isinstance(frame, CredentialsPut):
             secret = frame.secret if isinstance(frame.secret, str) else json.dumps(frame.secret)
             await asyncio.to_thread(parts.secrets.set, f"{frame.provider}:{frame.account}", secret)
@@ -128,12 +144,31 @@ class FrameHandlers:
         else:
             raise ProtocolError(f"{frame.type} is not a request", code=ErrorCode.BAD_FRAME)
 
+    def _journey_start(self, frame: JourneyStart) -> JourneyMessage:
+        existing: str | None = None
+        if frame.agent_id is not None:
+            agent = self.parts.registry.get(frame.agent_id)
+            if agent is None:
+                raise ProtocolError(
+                    f"no agent {frame.agent_id!r} to refine", code=ErrorCode.UNKNOWN_AGENT
+                )
+            existing = agent.prompt_template
+        return self.parts.journeys.start(
+            frame.kind, existing_template=existing, request_id=frame.id
+        )
+
     async def _cancel(self, session: Session, frame: Cancel) -> None:
-        if self.parts.runs.cancel(frame.target) or self.parts.chats.cancel(frame.target):
+        parts = self.parts
+        if (
+            parts.runs.cancel(frame.target)
+            or parts.chats.cancel(frame.target)
+            or parts.journeys.cancel(frame.target)
+        ):
             await session.send(Ack(id=frame.id))
             return
         raise ProtocolError(
-            f"nothing to cancel: {frame.target!r} is neither an active run nor a chat request",
+            f"nothing to cancel: {frame.target!r} is neither an active run nor a chat request "
+            "nor an open journey",
             code=ErrorCode.NOT_FOUND,
         )
 

@@ -60,7 +60,7 @@ __all__ = ["FEATURES", "Handlers", "Server", "choose_protocol", "host_is_loopbac
 
 log = logging.getLogger("tether.server")
 
-FEATURES = ["agents", "chat", "cancel", "status"]
+FEATURES = ["agents", "chat", "cancel", "status", "journey"]
 
 # Frames only the daemon sends: a client that sends one made a mistake.
 _DAEMON_ONLY = frozenset(
@@ -70,6 +70,7 @@ _DAEMON_ONLY = frozenset(
         "ack",
         "status",
         "estimate_result",
+        "journey_message",
         "stream_start",
         "floating_domain",
         "stream_text",

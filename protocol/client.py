@@ -54,6 +54,9 @@ from .frames import (
     FloatingRequest,
     HelloAck,
     HomeRequest,
+    JourneyMessage,
+    JourneyReply,
+    JourneyStart,
     Mutation,
     Ping,
     Pong,
@@ -348,7 +351,7 @@ class ProtocolClient:
                 self.on_event(frame)
         elif isinstance(frame, StreamStart | StreamText | FloatingDomain | StreamEnd):
             self._on_chat_frame(frame)
-        elif isinstance(frame, Ack | Status | Error | Pong | EstimateResult):
+        elif isinstance(frame, Ack | Status | Error | Pong | EstimateResult | JourneyMessage):
             request_id = frame.id
             fut = self._pending.pop(request_id, None) if request_id else None
             if fut is not None and not fut.done():
@@ -440,6 +443,26 @@ class ProtocolClient:
     async def status(self) -> Status:
         answer = await self.request(StatusRequest(id=self._next_id()))
         assert isinstance(answer, Status)
+        return answer
+
+    async def journey_start(
+        self, kind: str, *, agent_id: str | None = None, timeout: float = 30.0
+    ) -> JourneyMessage:
+        """Open an agent-setup journey; the first question."""
+        frame = JourneyStart(id=self._next_id(), kind=kind)
+        if agent_id is not None:
+            frame.agent_id = agent_id
+        answer = await self.request(frame, timeout=timeout)
+        assert isinstance(answer, JourneyMessage)
+        return answer
+
+    async def journey_reply(
+        self, session_id: str, message: str, *, timeout: float = 120.0
+    ) -> JourneyMessage:
+        """Answer the journey's last question; the next one, or the result (``done``)."""
+        frame = JourneyReply(id=self._next_id(), session_id=session_id, message=message)
+        answer = await self.request(frame, timeout=timeout)
+        assert isinstance(answer, JourneyMessage)
         return answer
 
     async def _chat(

@@ -43,6 +43,9 @@ __all__ = [
     "Frame",
     "HelloAck",
     "HomeRequest",
+    "JourneyMessage",
+    "JourneyReply",
+    "JourneyStart",
     "Mutation",
     "Ping",
     "Pong",
@@ -307,6 +310,26 @@ class CredentialsPut(_Frame):
     secret: dict[str, Any] | str
 
 
+class JourneyStart(_Frame):
+    """Open an agent-setup conversation for an agent of ``kind`` (refining the prompt of
+    ``agent_id`` when given). Answered by the first ``journey_message``."""
+
+    type: Literal["journey_start"] = "journey_start"
+    id: str
+    kind: str = Field(min_length=1, max_length=100)
+    agent_id: str | None = None
+
+
+class JourneyReply(_Frame):
+    """The user's answer to the last ``journey_message``. ``id`` is optional: the
+    answering ``journey_message`` echoes it when given."""
+
+    type: Literal["journey_reply"] = "journey_reply"
+    id: str | None = None
+    session_id: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=20_000)
+
+
 class Ping(_Frame):
     type: Literal["ping"] = "ping"
     id: str | None = None
@@ -359,6 +382,23 @@ class EstimateResult(_Frame):
     cost_usd: float | None = None
     runs: int = 0
     notes: list[str] = Field(default_factory=list)
+
+
+class JourneyMessage(_Frame):
+    """The daemon's turn in a journey: a question (``done: false``) or, with
+    ``done: true``, the result: ``prompt_template`` and the suggested ``data_types``
+    and ``file_extensions`` (files) or ``filter_config`` (mail, messages), already
+    validated like an agent config. ``id`` echoes the request's when it had one."""
+
+    type: Literal["journey_message"] = "journey_message"
+    id: str | None = None
+    session_id: str
+    message: str
+    done: bool = False
+    prompt_template: str | None = None
+    data_types: list[str] | None = None
+    file_extensions: list[str] | None = None
+    filter_config: dict[str, Any] | None = None
 
 
 class Error(_Frame):
@@ -453,6 +493,9 @@ Frame = Annotated[
     | CredentialsPut
     | EstimateRequest
     | EstimateResult
+    | JourneyStart
+    | JourneyReply
+    | JourneyMessage
     | Ping
     | Pong
     | Ack

@@ -38,6 +38,9 @@ from protocol.frames import (
     FloatingRequest,
     HelloAck,
     HomeRequest,
+    JourneyMessage,
+    JourneyReply,
+    JourneyStart,
     Mutation,
     Ping,
     Pong,
@@ -111,6 +114,17 @@ SAMPLES: dict[str, _Frame] = {
     "estimate_result": EstimateResult(
         id="q6", agent_id="a1", items_new=3, chars=1200, prompt_tokens=900, llm_calls=4, runs=1
     ),
+    "journey_start": JourneyStart(id="j1", kind="gmail", agent_id="a1"),
+    "journey_reply": JourneyReply(id="j2", session_id="js-1", message="invoices from Ana"),
+    "journey_message": JourneyMessage(
+        id="j2",
+        session_id="js-1",
+        message="Done.",
+        done=True,
+        prompt_template="Turn invoices into tasks.",
+        data_types=["tasks"],
+        filter_config={"senders": ["ana@example.com"]},
+    ),
     "ping": Ping(id="p1"),
     "pong": Pong(id="p1"),
     "ack": Ack(id="q2", run_id="r9", accepted=["a1"], rejected=[]),
@@ -174,7 +188,7 @@ SAMPLES: dict[str, _Frame] = {
 
 def test_samples_cover_every_frame_type() -> None:
     assert set(SAMPLES) == set(FRAME_TYPES)
-    assert len(FRAME_TYPES) == 26
+    assert len(FRAME_TYPES) == 29
     for name, frame in SAMPLES.items():
         assert frame.model_dump()["type"] == name
 
