@@ -14,6 +14,16 @@ Rules (agents.md "Chat", protocol.md "Chat stream"):
   sent to the app finishes first, so ``stream_end`` lists every write the app made.
 - Chat runs the one tool loop with every entity tool, deletes included: the user
   typed the request.
+- Charts: the home chat may answer with ``<chart>{json}</chart>`` blocks
+  (``agents.charts``); every chunk goes through a :class:`~agents.charts.ChartFilter`,
+  so a block reaches the app whole in one ``stream_text`` or, when invalid, not at
+  all (logged); the rest of the answer streams as it comes.
+- :class:`ChatExtras` (from the app's capabilities, decided by the daemon): with
+  ``core_memory`` the ``coreMemory`` rows are read at the start of every request
+  into the system prompt (a failed read is logged and the chat goes on) and
+  ``update_core_memory`` is offered; with ``notes`` (a vector store and an
+  embedding model) ``search_notes`` is offered, and the notes the request wrote are
+  embedded after ``stream_end`` (failures logged and counted, never the chat's).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -36,13 +47,16 @@ from protocol.frames import (
     _Frame,
 )
 
-from .errors import DeviceOffline, LLMError, RunCancelled
+from .charts import ChartFilter
+from .errors import AgentError, DeviceOffline, LLMError, RunCancelled
 from .llm import LLM, Message
 from .loop import LoopLimits, run_loop
+from .notes_index import NotesIndex
 from .store import Row, Store
-from .tools import ToolContext, chat_toolset
+from .tools import ToolContext, Toolset, chat_toolset
+from .tools.memory import CORE_MEMORY, search_notes, update_core_memory
 
-__all__ = ["ChatService", "RecordingStore"]
+__all__ = ["ChatExtras", "ChatService", "RecordingStore"]
 
 log = logging.getLogger("tether.chat")
 
@@ -56,6 +70,20 @@ data; never invent ids. Before creating something, look for an existing record a
 it instead when one matches. Dates are ISO 8601 (today is {today}, time zone {tz}). \
 When you mention records, you may tag them for the app as <task>[id1,id2]</task> (likewise \
 <project>, <note>, <timeline>). Answer briefly and plainly."""
+
+CHART_PROMPT = """When numbers compare or change over time and a chart says more than words, add one chart to the answer, as JSON alone between tags: <chart>{"chartType": "bar", "title": "Hours per project", "data": [{"project": "Website", "hours": 12}], "config": {"hours": {"label": "Hours", "color": "#2563eb"}}}</chart>. chartType is one of area, bar, line, pie, radar, radial; data is a list of objects; config names the keys that are plotted. Otherwise answer in words."""
+
+MEMORY_PROMPT = """When the user states a lasting preference about themselves or their work (working hours, time zone, how they like things done), save it with update_core_memory."""
+
+MEMORY_LIMIT = 100  # coreMemory rows read into the system prompt
+
+
+@dataclass
+class ChatExtras:
+    """What a request may use beyond the entity tools, from the app's capabilities."""
+
+    core_memory: bool = False  # the app has a coreMemory table
+    notes: NotesIndex | None = None  # a vector store and an embedding model
 
 
 class RecordingStore:
@@ -126,10 +154,14 @@ class ChatService:
         send: Send,
         store: Store,
         cancel: asyncio.Event,
+        extras: ChatExtras | None = None,
     ) -> None:
         """Answer one chat request; always ends with one ``stream_end``."""
+        extras = extras or ChatExtras()
         request_id = frame.request_id or ""
         recording = RecordingStore(store)
+        toolset = self.toolset_for(extras)
+        charts = ChartFilter()
         floating = isinstance(frame, FloatingRequest)
         domain_sent = not floating
 
@@ -140,15 +172,19 @@ class ChatService:
                 await send(FloatingDomain(request_id=request_id, domain=domain))
 
         async def on_tool(name: str) -> None:
-            table = self.toolset.table_of(name)
+            table = toolset.table_of(name)
             if table is not None:
                 table = _TABLE_DOMAIN.get(table, table)
             await send_domain(table if table in DOMAINS else "tasks")
 
-        async def on_text(chunk: str) -> None:
+        async def forward(chunk: str) -> None:
             if isinstance(frame, FloatingRequest):
                 await send_domain(frame.scope.type if frame.scope.type in DOMAINS else "tasks")
             await send(StreamText(request_id=request_id, chunk=chunk))
+
+        async def on_text(chunk: str) -> None:
+            for piece in charts.feed(chunk):
+                await forward(piece)
 
         await send(StreamStart(request_id=request_id))
         error: str | None = None
@@ -156,14 +192,16 @@ class ChatService:
             # Off the event loop: without a configured key the factory asks the OS
             # keyring, which may take up to seconds (D-Bus), and every session waits.
             llm = await asyncio.to_thread(self.llm_factory)
-            ctx = ToolContext(store=recording, background=False, tz=self.tz)
+            ctx = ToolContext(store=recording, background=False, tz=self.tz, notes=extras.notes)
+            messages = self.messages(frame)
+            await self.add_context(messages, frame, extras, store)
             # The loop honours ``cancel`` itself: a model call in flight is abandoned at
             # once, a batch of tool calls already sent finishes (so every write the app
             # made is in ``stream_end``), and nothing runs after it.
             await run_loop(
                 llm,
-                self.messages(frame),
-                self.toolset,
+                messages,
+                toolset,
                 ctx,
                 limits=self.limits,
                 on_text=on_text,
@@ -187,6 +225,8 @@ class ChatService:
         except Exception as exc:  # never leave the app waiting for stream_end
             log.exception("chat request %s failed", request_id)
             error = f"internal error in the daemon ({type(exc).__name__}); see its log"
+        for piece in charts.finish():  # a partial tag is text; an open block is dropped
+            await forward(piece)
         if floating:
             await send_domain(
                 frame.scope.type
@@ -197,3 +237,51 @@ class ChatService:
         if error is not None:
             end.error = error
         await send(end)
+        if extras.notes is not None:
+            await extras.notes.index_mutations(recording.mutations)
+
+    def toolset_for(self, extras: ChatExtras) -> Toolset:
+        """Every entity tool, plus the tools the app's capabilities allow."""
+        more = []
+        if extras.core_memory:
+            more.append(update_core_memory)
+        if extras.notes is not None:
+            more.append(search_notes)
+        if not more:
+            return self.toolset
+        return Toolset([*self.toolset.tools.values(), *more])
+
+    async def add_context(
+        self,
+        messages: list[Message],
+        frame: HomeRequest | FloatingRequest,
+        extras: ChatExtras,
+        store: Store,
+    ) -> None:
+        """Add charts (home chat) and the user's core memory to the system message."""
+        parts: list[str] = []
+        if isinstance(frame, HomeRequest):
+            parts.append(CHART_PROMPT)
+        if extras.core_memory:
+            parts.append(MEMORY_PROMPT)
+            parts += await self.core_memory(store)
+        if parts and messages and messages[0].get("role") == "system":
+            messages[0] = {**messages[0], "content": "\n\n".join([messages[0]["content"], *parts])}
+
+    async def core_memory(self, store: Store) -> list[str]:
+        """The user's core memory as a prompt section (nothing when empty or unreadable)."""
+        try:
+            rows = await store.select(CORE_MEMORY, None, MEMORY_LIMIT)
+        except DeviceOffline:
+            raise
+        except AgentError as exc:
+            log.warning("could not read the core memory: %s", exc)
+            return []
+        lines = [
+            f"- {row.get('key')}: {row.get('value')}"
+            for row in rows
+            if row.get("key") and row.get("value")
+        ]
+        if not lines:
+            return []
+        return ["What the user asked you to remember about them:\n" + "\n".join(lines)]

@@ -19,6 +19,10 @@ Rules:
   composition root (``daemon.llm`` resolves config, environment and keyring); this
   module reads no ``TETHER_*`` variable and no keyring.
 - No model configured: :class:`LLMNotConfigured`, before anything is imported.
+- ``embed(texts)`` (``LiteLLM`` only; the ``Embedder`` protocol) calls
+  ``litellm.aembedding`` with ``settings.embedding_model``, under the same lazy
+  import, timeout, retry and error-sorting rules as ``complete``; one vector per
+  text, in order. No embedding model: :class:`LLMNotConfigured`.
 - Every call passes ``timeout`` (litellm's default is 6000 s), ``num_retries=0``
   (retries are ours) and ``drop_params=True`` (so ``temperature`` does not break
   models that refuse it).
@@ -67,6 +71,7 @@ from agents.errors import LLMBadResponse, LLMNotConfigured, LLMRejected, LLMUnav
 
 __all__ = [
     "LLM",
+    "Embedder",
     "LLMSettings",
     "LiteLLM",
     "Message",
@@ -161,6 +166,12 @@ class LLM(Protocol):
     ) -> Reply: ...
 
 
+class Embedder(Protocol):
+    """Turns texts into vectors (one per text, in order)."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
 # -- settings ---------------------------------------------------------------------
 
 
@@ -176,6 +187,8 @@ class LLMSettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     temperature: float | None = 0.0
+    # The model of ``LiteLLM.embed`` (e.g. openai/text-embedding-3-small); None: no embeddings.
+    embedding_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -195,6 +208,9 @@ def _import_litellm() -> Any:
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
+    # Retries are ours. litellm's embedding path turns max_retries=0 into this default
+    # (``max_retries or DEFAULT_MAX_RETRIES``), so the OpenAI client would retry too.
+    setattr(litellm, "DEFAULT_MAX_RETRIES", 0)  # noqa: B010 (not exported for typing)
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # The import leaves ~300k objects that live as long as the process. Without this,
@@ -283,6 +299,61 @@ class LiteLLM:
                 self._give_up_unless_retryable(failure, attempt, emitted[0])
                 await self._sleep(self._delay(failure, attempt))
         raise AssertionError("unreachable: the last attempt raises or returns")
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order, from ``settings.embedding_model``."""
+        model = self.settings.embedding_model
+        if not model:
+            raise LLMNotConfigured(
+                "no embedding model configured: set TETHER_EMBEDDING_MODEL or "
+                "[llm] embedding_model in config.toml"
+            )
+        if not texts:
+            return []
+        litellm = await _load_litellm()
+        s = self.settings
+        api_key = s.api_key
+        if not api_key and s.api_base and model.startswith("openai/"):
+            api_key = LOCAL_DUMMY_KEY
+        request: dict[str, Any] = {
+            "model": model,
+            "input": list(texts),
+            "timeout": s.timeout_s,
+            "num_retries": 0,
+            "max_retries": 0,  # the OpenAI client's own retries
+            "drop_params": True,
+            "api_base": s.api_base,
+            "api_key": api_key,
+        }
+        for attempt in range(1, s.max_attempts + 1):
+            try:
+                return await self._embedded(litellm, request, len(texts))
+            except _Failure as failure:
+                self._give_up_unless_retryable(failure, attempt, False, model=model)
+                await self._sleep(self._delay(failure, attempt))
+        raise AssertionError("unreachable: the last attempt raises or returns")
+
+    async def _embedded(
+        self, litellm: Any, request: dict[str, Any], count: int
+    ) -> list[list[float]]:
+        try:
+            response = await litellm.aembedding(**request)
+        except Exception as exc:
+            raise self._sort(exc) from exc
+        try:
+            items = list(response.data)
+            ordered: list[list[float]] = [[] for _ in range(count)]
+            for position, item in enumerate(items):
+                if isinstance(item, dict):
+                    index, vector = item.get("index", position), item["embedding"]
+                else:
+                    index, vector = getattr(item, "index", position), item.embedding
+                ordered[int(index)] = [float(x) for x in vector]
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            raise _Failure("bad", f"the reply is not a list of embeddings ({exc})") from exc
+        if len(items) != count or any(not v for v in ordered):
+            raise _Failure("bad", f"the reply has {len(items)} embeddings for {count} texts")
+        return ordered
 
     # -- one attempt ------------------------------------------------------------
 
@@ -452,8 +523,10 @@ class LiteLLM:
                 return _Failure("rejected", f"HTTP {status} ({detail})", status=status, cause=exc)
         return _Failure("bad", f"{type(exc).__name__}: {detail}", cause=exc)
 
-    def _give_up_unless_retryable(self, failure: _Failure, attempt: int, emitted: bool) -> None:
-        model = self.settings.model
+    def _give_up_unless_retryable(
+        self, failure: _Failure, attempt: int, emitted: bool, *, model: str | None = None
+    ) -> None:
+        model = model or self.settings.model
         cause = failure.cause
         if failure.kind == "rejected":
             raise LLMRejected(

@@ -17,6 +17,8 @@ Rules (agents.md "One pipeline, several sources"):
 5. Report: items processed, items created and updated (from the mutations the
    client confirmed), errors, usage. ``success`` when no item failed, ``partial``
    when some did and some were processed, ``error`` when none could be.
+6. Notes the loop wrote are embedded for semantic search (``RunContext.notes``)
+   where the writes are counted; an embedding failure never changes the status.
 
 The app vanishing (``DeviceOffline``) stops the run at once: items not finished
 stay unrecorded and the next run picks them up. Cancellation stops between items
@@ -145,6 +147,13 @@ class _Tally:
 
 async def run_pipeline(ctx: RunContext, source: Source) -> RunReport:
     """Run the pipeline over ``source``; a report for every way the run can end."""
+    report = await _run_pipeline(ctx, source)
+    if ctx.notes is not None and ctx.notes.failures:
+        report.detail["embedding_failures"] = ctx.notes.failures
+    return report
+
+
+async def _run_pipeline(ctx: RunContext, source: Source) -> RunReport:
     tally = _Tally()
 
     # 1. changes
@@ -359,6 +368,8 @@ async def _process(
             ctx.llm, messages, toolset, tool_ctx, limits=limits, cancel=ctx.cancel
         )
         tally.count(loop)
+        if ctx.notes is not None:
+            await ctx.notes.index_mutations(loop.mutations)
         for notice in loop.notices:
             tally.notices += 1
             tally.errors.append(f"{item.key}: {notice}")

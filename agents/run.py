@@ -13,6 +13,9 @@ Rules:
 - Status: ``success`` (nothing failed), ``partial`` (some items failed, some
   succeeded), ``error`` (nothing could be done, or the app went away),
   ``cancelled``.
+- ``notes`` is set when the app has a vector store and an embedding model: the
+  notes a run writes are embedded as each item's writes are counted (failures are
+  counted in ``detail["embedding_failures"]``, never the run's).
 - The limits' defaults live here and in ``loop.LoopLimits`` only; the daemon's
   ``config.toml`` defaults are read from them.
 """
@@ -30,6 +33,7 @@ from protocol.agent_config import AgentConfig
 from .books import Bookkeeping
 from .llm import LLM, Usage
 from .loop import DEFAULT_LIMITS
+from .notes_index import NotesIndex
 from .store import Store
 
 __all__ = [
@@ -93,6 +97,7 @@ class RunContext:
     tz: tzinfo
     limits: RunLimits = field(default_factory=RunLimits)
     protected: tuple[str, ...] = ()  # folders no source may read (Tether's own)
+    notes: NotesIndex | None = None  # semantic note search: embed the notes the run writes
 
 
 @dataclass

@@ -44,6 +44,7 @@ from .runs import RunManager, _iso
 from .secrets import SecretStore
 from .server import Server
 from .state import StateStore
+from .vectors import NoteVectors
 
 __all__ = ["Daemon"]
 
@@ -72,6 +73,7 @@ class Daemon:
         self.llm = LLMFactory(config.llm, stored_key=partial(stored_api_key, self.secrets))
         protected = paths.protected()
         self.registry = AgentRegistry(state, protected=protected)
+        self.vectors = NoteVectors(state, self.llm)
         self.handlers = FrameHandlers(self)
         self.server = Server(config, token, self.handlers, version=__version__, pid=pid)
         self.events = EventLog(state, self.server, retention=config.event_retention)
@@ -86,6 +88,7 @@ class Daemon:
             protected=protected,
             tz=self.tz,
             clock=clock,
+            vectors=self.vectors,
         )
         self.estimates = Estimator(
             state=state,
@@ -107,7 +110,7 @@ class Daemon:
         )
         self.registry.on_change(self.scheduler.agents_changed)
         self.chat = ChatService(llm_factory=self.llm, tz=self.tz)
-        self.chats = ChatRegistry(self.chat, self.server.device)
+        self.chats = ChatRegistry(self.chat, self.server.device, vectors=self.vectors)
         self.journeys = JourneyRegistry(self.llm)
         self._stopped = False
 
@@ -142,6 +145,7 @@ class Daemon:
         self.server.stop_accepting()
         self.chats.close()
         self.journeys.close()
+        await self.vectors.close()
         await self.runs.shutdown()
         await self.server.close()
         self.scheduler.shutdown()

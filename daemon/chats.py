@@ -9,6 +9,9 @@ Rules:
   the connected desktop app. With no app connected the answer is still a whole
   stream: ``stream_start`` then ``stream_end`` with the error (the app's chat view
   opens on ``stream_start``).
+- Each chat gets the extras the app's capabilities allow (``agents.chat.ChatExtras``):
+  core memory when ``coreMemory`` is in ``capabilities.tables``, semantic note
+  search when ``daemon.vectors`` gives the session a notes index.
 - :meth:`ChatRegistry.cancel` sets the chat's cancel event (``agents.chat`` lets
   writes already sent finish); a session that closes takes its chats with it, and
   :meth:`ChatRegistry.close` ends every chat at shutdown.
@@ -20,11 +23,13 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-from agents.chat import ChatService
+from agents.chat import ChatExtras, ChatService
+from agents.tools.memory import CORE_MEMORY
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import FloatingRequest, HomeRequest, StreamEnd, StreamStart
 
 from .session import DeviceSession, Session
+from .vectors import NoteVectors
 
 __all__ = ["ChatRegistry"]
 
@@ -34,9 +39,16 @@ NO_APP = "no desktop app is connected to read or change data"
 class ChatRegistry:
     """Chats in flight: start, cancel, and end them with their session."""
 
-    def __init__(self, service: ChatService, device: Callable[[], DeviceSession | None]) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        device: Callable[[], DeviceSession | None],
+        *,
+        vectors: NoteVectors | None = None,
+    ) -> None:
         self.service = service
         self._device = device
+        self.vectors = vectors
         self._chats: dict[str, tuple[asyncio.Task[None], asyncio.Event, Session]] = {}
 
     def __contains__(self, request_id: object) -> bool:
@@ -59,8 +71,12 @@ class ChatRegistry:
                     await session.send(StreamStart(request_id=request_id))
                     await session.send(StreamEnd(request_id=request_id, error=NO_APP))
                     return
+                store = device.store()
+                extras = ChatExtras(core_memory=CORE_MEMORY in device.capabilities.tables)
+                if self.vectors is not None:
+                    extras.notes = await self.vectors.index_for(device, store)
                 await self.service.handle(
-                    frame, send=session.send, store=device.store(), cancel=cancel
+                    frame, send=session.send, store=store, cancel=cancel, extras=extras
                 )
             finally:
                 self._chats.pop(request_id, None)

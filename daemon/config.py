@@ -27,7 +27,8 @@ Rules:
   ``daemon.llm``, only when no key is configured here.
 
 Environment variables: ``TETHER_HOME`` (paths), ``TETHER_TOKEN`` (pairing),
-``TETHER_MODEL``, ``TETHER_API_BASE``, ``TETHER_API_KEY`` (the ``llm`` table),
+``TETHER_MODEL``, ``TETHER_API_BASE``, ``TETHER_API_KEY``, ``TETHER_EMBEDDING_MODEL``
+(the ``llm`` table),
 ``TETHER_PORT``, ``TETHER_HOST``, ``TETHER_TOOL_CALL_TIMEOUT_S``, ``TETHER_LOG_LEVEL``.
 """
 
@@ -76,6 +77,7 @@ ENV_VARS: dict[str, str] = {
     "TETHER_MODEL": "llm.model",
     "TETHER_API_BASE": "llm.api_base",
     "TETHER_API_KEY": "llm.api_key",
+    "TETHER_EMBEDDING_MODEL": "llm.embedding_model",
     "TETHER_PORT": "port",
     "TETHER_HOST": "host",
     "TETHER_TOOL_CALL_TIMEOUT_S": "tool_call_timeout_s",
@@ -97,6 +99,8 @@ class LLMConfig(_Section):
     api_key: str | None = Field(default=None, repr=False)
     timeout_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    # Embeds notes for semantic search when the app has a vector store; None: never.
+    embedding_model: str | None = None
 
 
 class BudgetConfig(_Section):

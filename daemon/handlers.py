@@ -16,7 +16,8 @@ Rules (protocol.md):
   loop (the keyring may block); the secret is never logged.
 - A device hello with agents replaces the agent list; every hello with
   ``last_event_seq`` gets the events after it; a device coming online starts the
-  scheduler's catch-up.
+  scheduler's catch-up and, when it announced vectors, the embedding of its
+  existing notes (``daemon.vectors``).
 - The handlers own no state: they read the parts the composition root made
   (:class:`Parts`, which ``daemon.app.Daemon`` is).
 """
@@ -64,6 +65,7 @@ from .secrets import SecretStore
 from .server import Server
 from .session import DeviceSession, Session
 from .state import StateStore
+from .vectors import NoteVectors
 
 __all__ = ["FrameHandlers", "Parts"]
 
@@ -79,6 +81,7 @@ class Parts(Protocol):
     scheduler: SchedulerService
     chats: ChatRegistry
     journeys: JourneyRegistry
+    vectors: NoteVectors
     secrets: SecretStore
     estimates: Estimator
 
@@ -101,6 +104,7 @@ class FrameHandlers:
             await self.parts.events.replay(session, hello.last_event_seq)
         if isinstance(session, DeviceSession):
             self.parts.scheduler.device_online(session.device_id)
+            self.parts.vectors.device_online(session)
 
     def on_closed(self, session: Session) -> None:
         self.parts.chats.session_closed(session)

@@ -7,6 +7,8 @@ Rules:
   applied by ``daemon.config``) into ``agents.llm.LLMSettings``. Nothing here reads
   the environment, and ``agents`` never does: it receives the settings.
 - An agent's own ``model`` wins over the configured one.
+- ``embedder()`` is the ``[llm] embedding_model`` (``TETHER_EMBEDDING_MODEL``), or
+  None when none is set: then nothing is embedded.
 - No model: :class:`~agents.errors.LLMNotConfigured` naming what to set, before the
   keyring is asked or litellm imported.
 - No key configured: the secret ``llm-api-key`` of ``daemon.secrets`` (the keyring
@@ -25,7 +27,7 @@ import threading
 from collections.abc import Callable
 
 from agents.errors import LLMNotConfigured
-from agents.llm import LLM, LiteLLM, LLMSettings
+from agents.llm import LLM, Embedder, LiteLLM, LLMSettings
 from protocol.agent_config import AgentConfig
 
 from .config import LLMConfig
@@ -92,6 +94,7 @@ class LLMFactory:
             api_key=config.api_key or self._stored_key(),
             timeout_s=config.timeout_s,
             max_attempts=config.max_attempts,
+            embedding_model=config.embedding_model,
         )
 
     def __call__(self, model: str | None = None) -> LLM:
@@ -99,3 +102,20 @@ class LLMFactory:
 
     def for_agent(self, agent: AgentConfig) -> LLM:
         return self(agent.model)
+
+    def embedder(self) -> Embedder | None:
+        """The embedder of ``[llm] embedding_model``; None when none is configured.
+        Builds like ``__call__`` (may ask the keyring: call it off the event loop)."""
+        config = self.config
+        if not config.embedding_model:
+            return None
+        return LiteLLM(
+            LLMSettings(
+                model=config.model or config.embedding_model,
+                api_base=config.api_base,
+                api_key=config.api_key or self._stored_key(),
+                timeout_s=config.timeout_s,
+                max_attempts=config.max_attempts,
+                embedding_model=config.embedding_model,
+            )
+        )

@@ -47,6 +47,7 @@ from .logs import log_context
 from .server import Server
 from .session import DeviceSession
 from .state import StateStore
+from .vectors import NoteVectors
 
 __all__ = ["ActiveRun", "RunManager", "StateBookkeeping", "run_limits"]
 
@@ -148,7 +149,9 @@ class RunManager:
         tz: tzinfo,
         protected: Sequence[str] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        vectors: NoteVectors | None = None,
     ) -> None:
+        self.vectors = vectors
         self.state = state
         self.registry = registry
         self.server = server
@@ -376,10 +379,11 @@ class RunManager:
             llm = await asyncio.to_thread(self.llm_factory, run.agent)  # keyring may block
         except LLMError as exc:
             return RunReport(status="error", errors=[str(exc)])
+        store = device.store(run_id=run.run_id, run_context=run.run_context)
         ctx = RunContext(
             run_id=run.run_id,
             agent=run.agent,
-            store=device.store(run_id=run.run_id, run_context=run.run_context),
+            store=store,
             llm=llm,
             books=StateBookkeeping(self.state, run.agent),
             progress=lambda phase, done, total, detail: self._progress(
@@ -390,6 +394,8 @@ class RunManager:
             protected=self.protected,
             limits=run_limits(run.agent, runs),
         )
+        if self.vectors is not None:
+            ctx.notes = await self.vectors.index_for(device, store)
         try:
             report = await runner(ctx)
         except (RunCancelled, asyncio.CancelledError):

@@ -248,3 +248,13 @@ class ClientStore:
 
     async def delete(self, table: str, id: str) -> None:
         await self._call(action="delete", table=table, data={"id": id})
+
+    # storage.md's vector actions (``agents.store.VectorStore``): only for a client
+    # that announced ``capabilities.vector``.
+
+    async def vector_upsert(self, data: dict[str, Any], vector: list[float]) -> None:
+        await self._call(action="vector_upsert", data=data, vector=vector)
+
+    async def vector_search(self, vector: list[float], limit: int) -> list[Row]:
+        result = await self._call(action="vector_search", vector=vector, limit=limit)
+        return list(result.results or [])

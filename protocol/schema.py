@@ -32,6 +32,7 @@ def protocol_schema() -> dict[str, Any]:
         storage.NoteRow,
         storage.TaskCommentRow,
         storage.ClientRow,
+        storage.CoreMemoryRow,
     ]
     _, rows_schema = models_json_schema(
         [(m, "validation") for m in rows], ref_template="#/$defs/{model}"

@@ -2,7 +2,10 @@
 
 Rules, as the daemon enforces them before a value leaves it:
 
-- Six tables (``Table``); column names are camelCase on the wire; timestamps are
+- Seven tables (``Table``): storage.md's six, plus ``coreMemory`` (what the user
+  asked the assistant to remember: ``id``, ``key``, ``value``, ``createdAt``,
+  ``updatedAt``; one row per ``key``), which the daemon uses only when the client
+  lists it in ``capabilities.tables``. Column names are camelCase on the wire; timestamps are
   Unix milliseconds (``int``); ``isAiSuggested``/``isApproved`` are integers ``0``/``1``.
 - The client generates ``id``, ``createdAt`` and ``updatedAt``: they are never sent in
   ``insert`` data and never updated. ``id`` is also not an update column.
@@ -38,6 +41,7 @@ __all__ = [
     "TABLES",
     "Action",
     "ClientRow",
+    "CoreMemoryRow",
     "NoteRow",
     "OrderBy",
     "Priority",
@@ -63,6 +67,7 @@ class Table(StrEnum):
     NOTES = "notes"
     TASK_COMMENTS = "taskComments"
     CLIENTS = "clients"
+    CORE_MEMORY = "coreMemory"
 
 
 class Action(StrEnum):
@@ -168,6 +173,16 @@ class ClientRow(_Row):
     createdAt: int
 
 
+class CoreMemoryRow(_Row):
+    """A preference the user stated ("I work 9 to 5 CET"), under a short ``key``."""
+
+    id: str
+    key: str
+    value: str
+    createdAt: int
+    updatedAt: int | None = None
+
+
 ROW_MODELS: dict[Table, type[BaseModel]] = {
     Table.TASKS: TaskRow,
     Table.PROJECTS: ProjectRow,
@@ -175,6 +190,7 @@ ROW_MODELS: dict[Table, type[BaseModel]] = {
     Table.NOTES: NoteRow,
     Table.TASK_COMMENTS: TaskCommentRow,
     Table.CLIENTS: ClientRow,
+    Table.CORE_MEMORY: CoreMemoryRow,
 }
 
 
@@ -295,12 +311,21 @@ TABLES: dict[Table, TableSpec] = {
         enums={},
         timestamps=("createdAt",),
     ),
+    Table.CORE_MEMORY: TableSpec(
+        noun="core memory entry",
+        columns=("id", "key", "value", "createdAt", "updatedAt"),
+        required=("key", "value"),
+        ai_flags=False,
+        filters=("key",),
+        enums={},
+        timestamps=("createdAt", "updatedAt"),
+    ),
 }
 
 # Filters that are not plain "column = value" string matches.
 _TIMESTAMP_FILTERS = ("dueDateFrom", "dueDateTo")
 _BOOL_FILTERS = ("includeArchived",)
-_STRING_FILTERS = ("projectId", "clientId", "parentId", "taskId", "search")
+_STRING_FILTERS = ("projectId", "clientId", "parentId", "taskId", "search", "key")
 
 # Year 9999 in ms: anything larger is micro- or nanoseconds, not milliseconds.
 _MAX_MS = 253_402_300_799_999

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -30,6 +30,7 @@ from .schema import parameters_schema
 __all__ = [
     "Handler",
     "MutationRecord",
+    "NoteSearch",
     "Tool",
     "ToolContext",
     "ToolGroup",
@@ -37,7 +38,13 @@ __all__ = [
     "tool",
 ]
 
-ToolGroup = Literal["files", "tasks", "notes", "timelines", "projects", "notices"]
+ToolGroup = Literal["files", "tasks", "notes", "timelines", "projects", "notices", "memory"]
+
+
+class NoteSearch(Protocol):
+    """Semantic note search (``agents.notes_index.NotesIndex``), for ``search_notes``."""
+
+    async def search(self, query: str, limit: int = 5) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -68,6 +75,7 @@ class ToolContext:
     background: bool = False
     idempotency_scope: str | None = None
     run_id: str | None = None
+    notes: NoteSearch | None = None  # chat with a client vector store only
 
 
 Handler = Callable[[ToolContext, Any], Awaitable[ToolOutcome]]
@@ -107,7 +115,8 @@ def tool(
     chat_only: bool = False,
     informs: bool | None = None,
 ) -> Callable[[Handler], Tool]:
-    """Declare a handler as a tool. ``table`` defaults to the group's (none for files, notices);
+    """Declare a handler as a tool. ``table`` defaults to the group's (none for files,
+    notices, memory);
     ``informs`` (the model must read the result before it can finish) to ``not writes``."""
 
     def declare(handler: Handler) -> Tool:
@@ -125,7 +134,7 @@ def tool(
             description=doc.splitlines()[0],
             args=args,
             handler=handler,
-            table=table if table is not None or group in ("files", "notices") else group,
+            table=table if table is not None or group in ("files", "notices", "memory") else group,
             writes=writes,
             chat_only=chat_only,
             group=group,

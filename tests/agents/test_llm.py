@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agents.errors import LLMBadResponse, LLMRejected, LLMUnavailable
+from agents.errors import LLMBadResponse, LLMNotConfigured, LLMRejected, LLMUnavailable
 from agents.llm import LiteLLM, LLMSettings, Reply, ToolCall, Usage
 from tests.support.llm_server import (
     Call,
@@ -27,6 +27,7 @@ from tests.support.llm_server import (
     Length,
     Text,
     ToolCalls,
+    bag_of_words_vector,
     estimate_prompt_tokens,
 )
 
@@ -484,3 +485,47 @@ print("frozen")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "frozen"
+
+
+# -- embeddings -------------------------------------------------------------------
+
+
+@module_loop
+async def test_embed_returns_one_vector_per_text_in_order(
+    server: FakeLLMServer, sleeps: RecordedSleeps
+) -> None:
+    llm = make_llm(server, sleeps, embedding_model="openai/fake-embed")
+    texts = ["invoice for Ana", "meeting notes", "invoice for Ana"]
+
+    vectors = await llm.embed(texts)
+
+    assert vectors == [bag_of_words_vector(t) for t in texts]
+    body = server.embedding_requests[-1]
+    assert body["input"] == texts and body["model"] == "fake-embed"
+    assert await llm.embed([]) == []
+    assert server.calls == 0  # no chat completion on the way
+
+
+@module_loop
+async def test_embed_retries_like_complete_and_then_gives_up(
+    server: FakeLLMServer, sleeps: RecordedSleeps
+) -> None:
+    server.embeddings_status = 503
+    llm = make_llm(server, sleeps, embedding_model="openai/fake-embed", max_attempts=3)
+
+    with pytest.raises(LLMUnavailable, match=r"HTTP 503.*after 3 attempts.*fake-embed"):
+        await llm.embed(["x"])
+
+    assert len(server.embedding_requests) == 3 and len(sleeps.waits) == 2
+    server.embeddings_status = 400
+    with pytest.raises(LLMRejected):
+        await llm.embed(["x"])
+
+
+@module_loop
+async def test_embed_without_an_embedding_model_is_not_configured(
+    server: FakeLLMServer, sleeps: RecordedSleeps
+) -> None:
+    with pytest.raises(LLMNotConfigured, match="TETHER_EMBEDDING_MODEL"):
+        await make_llm(server, sleeps).embed(["x"])
+    assert server.embedding_requests == []

@@ -33,6 +33,7 @@ INSERTS: dict[str, dict[str, Any]] = {
     "notes": {"title": "Minutes", "content": "# Minutes"},
     "taskComments": {"taskId": "t1", "content": "Looks good"},
     "clients": {"name": "ACME", "industry": "anvils"},
+    "coreMemory": {"key": "working hours", "value": "9 to 5 CET"},
 }
 UPDATES: dict[str, dict[str, Any]] = {
     "tasks": {"status": "done", "title": "Report written"},
@@ -41,6 +42,7 @@ UPDATES: dict[str, dict[str, Any]] = {
     "notes": {"content": "# Minutes\n\nupdated"},
     "taskComments": {"content": "Looks great"},
     "clients": {"industry": "rockets"},
+    "coreMemory": {"value": "8 to 4 CET"},
 }
 TABLE_NAMES = sorted(INSERTS)
 

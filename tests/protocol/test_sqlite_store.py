@@ -62,6 +62,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "notes": {"title": "n", "content": "# hi"},
     "taskComments": {"taskId": "t1", "content": "c"},
     "clients": {"name": "Acme"},
+    "coreMemory": {"key": "hours", "value": "9 to 5 CET"},
 }
 UPDATE: dict[str, dict[str, Any]] = {
     "tasks": {"status": "done"},
@@ -70,6 +71,7 @@ UPDATE: dict[str, dict[str, Any]] = {
     "notes": {"content": "new"},
     "taskComments": {"content": "edited"},
     "clients": {"industry": "retail"},
+    "coreMemory": {"value": "8 to 4 CET"},
 }
 
 

@@ -36,6 +36,7 @@ def test_enums_match_storage_md() -> None:
         "notes",
         "taskComments",
         "clients",
+        "coreMemory",
     ]
     assert [a.value for a in Action] == [
         "select",

@@ -11,6 +11,12 @@ Rules:
 - What it answers: first the replies queued with :meth:`FakeLLMServer.script`
   (FIFO), then whatever :attr:`FakeLLMServer.responder` returns for the request
   body (default: the text ``"ok"``).
+- ``POST /v1/embeddings`` (and ``/embeddings``) answers an OpenAI embedding list:
+  :func:`bag_of_words_vector` of each input, a hashed bag of words, so texts that
+  share words are close in cosine similarity and the same text always gets the same
+  vector. Bodies go to :attr:`FakeLLMServer.embedding_requests`; with
+  :attr:`FakeLLMServer.embeddings_status` set, the endpoint answers that HTTP error
+  (the embedding service is down) while chat completions go on.
 - Prompt tokens are a deterministic estimate, ``len(json([messages, tools])) // 4``, so
   tests and benchmarks can compare token volumes; completion tokens are
   ``len(text) // 4 + 1``.
@@ -30,7 +36,10 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -51,8 +60,24 @@ __all__ = [
     "Reply",
     "Text",
     "ToolCalls",
+    "bag_of_words_vector",
     "estimate_prompt_tokens",
 ]
+
+EMBEDDING_DIM = 64
+
+
+def bag_of_words_vector(text: str, dim: int = EMBEDDING_DIM) -> list[float]:
+    """A deterministic unit vector: each lower-cased word adds 1 at a hashed position."""
+    vector = [0.0] * dim
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.sha256(word.encode()).digest()
+        vector[int.from_bytes(digest[:4], "big") % dim] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    if not norm:
+        vector[0] = 1.0
+        return vector
+    return [x / norm for x in vector]
 
 
 @dataclass(frozen=True)
@@ -153,6 +178,8 @@ class FakeLLMServer:
         self._connections: set[socket.socket] = set()
         self._queue: deque[Reply] = deque()
         self._requests: list[dict[str, Any]] = []
+        self._embedding_requests: list[dict[str, Any]] = []
+        self.embeddings_status: int | None = None
         self._authorizations: list[str | None] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -218,6 +245,12 @@ class FakeLLMServer:
             return list(self._requests)
 
     @property
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """A copy of the embedding request bodies received so far."""
+        with self._lock:
+            return list(self._embedding_requests)
+
+    @property
     def authorizations(self) -> list[str | None]:
         """The ``Authorization`` header of each request so far (None when absent)."""
         with self._lock:
@@ -246,6 +279,8 @@ class FakeLLMServer:
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._embedding_requests.clear()
+            self.embeddings_status = None
             self._authorizations.clear()
             self._max_in_flight = self._in_flight
         self.responder = self._initial_responder
@@ -288,6 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.path.rstrip("/") in ("/v1/embeddings", "/embeddings"):
+            self._embeddings(raw)
+            return
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "x"}})
             return
@@ -303,6 +341,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(body, self.fake._next_reply(body))
         finally:
             self.fake._end()
+
+    def _embeddings(self, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send_json(400, {"error": {"message": "body is not JSON", "type": "x"}})
+            return
+        with self.fake._lock:
+            self.fake._embedding_requests.append(body)
+            status = self.fake.embeddings_status
+        if status is not None:
+            self._send_json(status, {"error": {"message": "embeddings are down", "type": "x"}})
+            return
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        data = [
+            {"object": "embedding", "index": i, "embedding": bag_of_words_vector(str(t))}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(len(str(t)) // 4 + 1 for t in texts)
+        self._send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": str(body.get("model", "fake-embed")),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     def _reply(self, body: dict[str, Any], reply: Reply) -> None:
         if reply.delay_s:
