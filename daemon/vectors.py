@@ -105,6 +105,10 @@ class NoteVectors:
         self._passes[key] = task
         return task
 
+    def backfill_of(self, device_id: str) -> asyncio.Task[None] | None:
+        """The latest backfill task of ``device_id`` (running or done), if any."""
+        return self._passes.get(device_id)
+
     async def _backfill(self, device: DeviceSession) -> None:
         index = await self.index_for(device)
         if index is None:

@@ -643,4 +643,5 @@ class ReferenceClient(ProtocolClient):
                 id=call.id, ok=False, error=ErrorBody(code=exc.code, message=exc.message)
             )
         # The payload comes from our own store: construct without re-validating.
-        return construct(ToolResult, id=call.id, ok=True, **payload)
+        # (``vector_upsert`` answers ``{ok: true}`` itself.)
+        return construct(ToolResult, **{"id": call.id, "ok": True, **payload})

@@ -64,6 +64,7 @@ def test_config_file_values_then_env_overrides(paths: Paths) -> None:
         "TETHER_MODEL": "ollama/llama3",
         "TETHER_API_BASE": "http://127.0.0.1:11434",
         "TETHER_API_KEY": "sk-test-0123456789",
+        "TETHER_EMBEDDING_MODEL": "ollama/nomic-embed-text",
         "TETHER_PORT": "51000",
         "TETHER_HOST": "::1",
         "TETHER_TOOL_CALL_TIMEOUT_S": "2.5",
@@ -73,6 +74,7 @@ def test_config_file_values_then_env_overrides(paths: Paths) -> None:
     cfg = load_config(paths, env=env)
     assert cfg.llm.model == "ollama/llama3" and cfg.llm.api_base == "http://127.0.0.1:11434"
     assert cfg.llm.api_key == "sk-test-0123456789" and cfg.llm.timeout_s == 30.0
+    assert cfg.llm.embedding_model == "ollama/nomic-embed-text"
     assert (cfg.port, cfg.host, cfg.tool_call_timeout_s, cfg.log_level) == (
         51000,
         "::1",

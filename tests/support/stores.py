@@ -1,6 +1,6 @@
 """``Store`` implementations for agents unit tests (no socket, no daemon).
 
-``SqliteBackedStore`` answers the ``Store`` protocol straight from the reference
+``SqliteBackedStore`` answers the ``Store`` and ``VectorStore`` protocols straight from the reference
 client's ``SqliteStore`` (a real SQLite file), in process:
 
 - ``StorageError`` becomes ``ToolCallError(code, message)``, as the daemon's
@@ -10,12 +10,16 @@ client's ``SqliteStore`` (a real SQLite file), in process:
 - ``latency_s`` makes each call wait (``asyncio.sleep``) first; ``max_in_flight``
   records how many calls overlapped, to prove tools ran concurrently.
 - ``offline = True`` makes every call raise ``DeviceOffline`` (the app went away).
+
+``DictMarks`` is ``agents.notes_index.NoteMarks`` in a dict (the daemon keeps them
+in its state store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.errors import DeviceOffline, ToolCallError
@@ -23,7 +27,7 @@ from agents.store import Row
 from protocol.errors import StorageError
 from protocol.sqlite_store import SqliteStore
 
-__all__ = ["SqliteBackedStore"]
+__all__ = ["DictMarks", "SqliteBackedStore"]
 
 
 class SqliteBackedStore:
@@ -80,9 +84,31 @@ class SqliteBackedStore:
     async def delete(self, table: str, id: str) -> None:
         await self._handle("delete", table, data={"id": id})
 
+    # ``agents.store.VectorStore``
+    async def vector_upsert(self, data: dict[str, Any], vector: list[float]) -> None:
+        await self._handle("vector_upsert", "", data=data, vector=vector)
+
+    async def vector_search(self, vector: list[float], limit: int) -> list[Row]:
+        result = await self._handle("vector_search", "", vector=vector, limit=limit)
+        hits: list[Row] = result["results"]
+        return hits
+
     def actions(self) -> list[str]:
         """The actions called so far, in order (``["get", "insert", ...]``)."""
         return [action for action, _, _ in self.calls]
 
     def close(self) -> None:
         self.db.close()
+
+
+@dataclass
+class DictMarks:
+    """``NoteMarks`` in memory: note id -> embedded version."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def version(self, note_id: str) -> str | None:
+        return self.versions.get(note_id)
+
+    def mark(self, note_id: str, version: str) -> None:
+        self.versions[note_id] = version
