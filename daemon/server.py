@@ -37,7 +37,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from protocol.codec import decode
-from protocol.connection import BatchedServerConnection
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from protocol.frames import (
     SUPPORTED_PROTOCOLS,
@@ -52,6 +51,7 @@ from protocol.frames import (
     ToolResult,
     _Frame,
 )
+from protocol.reference import BatchedServerConnection
 
 from .config import Config
 from .session import ControlSession, DeviceSession, Session

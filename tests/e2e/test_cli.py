@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from protocol.client import HandshakeRefused, ReferenceClient
+from protocol.reference import HandshakeRefused, ReferenceClient
 
 REPO = Path(__file__).resolve().parents[2]
 POSIX = os.name == "posix"

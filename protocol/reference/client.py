@@ -34,10 +34,16 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .codec import construct, decode, encode, encode_bytes
-from .connection import BatchedClientConnection
-from .errors import CloseCode, ProtocolError, StorageError
-from .frames import (
+from protocol.codec import construct, decode, encode, encode_bytes
+from protocol.errors import (
+    CloseCode,
+    ConnectionLost,
+    HandshakeRefused,
+    ProtocolError,
+    RequestFailed,
+    StorageError,
+)
+from protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
     AgentsSync,
@@ -70,43 +76,16 @@ from .frames import (
     Trigger,
     _Frame,
 )
+
+from .connection import BatchedClientConnection
 from .sqlite_store import SqliteStore
 
-__all__ = [
-    "ChatResult",
-    "ConnectionLost",
-    "HandshakeRefused",
-    "ProtocolClient",
-    "ReferenceClient",
-    "RequestFailed",
-]
+__all__ = ["ChatResult", "ProtocolClient", "ReferenceClient"]
 
 log = logging.getLogger("tether.client")
 
 RunEvent = RunStarted | RunProgress | RunComplete
 _FINAL_CLOSES = {CloseCode.UNAUTHORIZED, CloseCode.UNSUPPORTED_PROTOCOL, CloseCode.SUPERSEDED}
-
-
-class RequestFailed(Exception):
-    """The daemon answered a request with an ``error`` frame."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class ConnectionLost(Exception):
-    """The connection closed while a request waited for its answer."""
-
-
-class HandshakeRefused(Exception):
-    """The daemon refused the connection (HTTP status or a close code during hello)."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass
