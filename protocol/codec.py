@@ -56,7 +56,10 @@ def decode(text: str | bytes) -> _Frame:
         return frame
     except ValidationError as exc:
         raise _translate(exc) from None
-    except (ValueError, TypeError, RecursionError) as exc:  # e.g. undecodable bytes
+    except (ValueError, TypeError, RecursionError) as exc:
+        # pydantic-core reports bad input as ValidationError (undecodable bytes too:
+        # json_invalid) but reserves other errors for its internal failures; those are
+        # still the peer's frame we could not read.
         raise BadFrame(f"malformed frame: {exc}") from None
 
 
@@ -170,9 +173,9 @@ def _translate(exc: ValidationError) -> BadFrame | UnknownType:
             return BadFrame(f"'type' must be a string, got {_json_kind(value)}")
         tag = first.get("ctx", {}).get("tag", "?")
         return UnknownType(f"unknown frame type {tag!r}", frame_type=str(tag))
-    if kind == "model_attributes_type" or first["loc"] == ():
+    if first["loc"] == ():  # e.g. a str holding a lone surrogate (string_unicode)
         return BadFrame(f"invalid frame: {first['msg']}")
-    frame_type = first["loc"][0] if first["loc"] else "?"
+    frame_type = first["loc"][0]
     parts = []
     for err in errors[:_MAX_ERRORS_SHOWN]:
         field = ".".join(str(p) for p in err["loc"][1:]) or "(frame)"
