@@ -34,6 +34,9 @@ read transaction (SQLite otherwise takes and drops its locks around every read; 
 reference client holds a snapshot for one event-loop pass, so a burst of gets pays
 that once). A write first ends the snapshot, so it commits at once and later reads
 see it; ``rows``/``count`` end it too, so tests always read the latest data.
+
+One module although it is over 500 lines: it is one concept, storage.md over one
+SQLite connection, each action's SQL next to the checks of its arguments.
 """
 
 from __future__ import annotations
