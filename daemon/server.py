@@ -37,7 +37,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from protocol.codec import decode
-from protocol.connection import BatchedServerConnection
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from protocol.frames import (
     SUPPORTED_PROTOCOLS,
@@ -52,6 +51,7 @@ from protocol.frames import (
     ToolResult,
     _Frame,
 )
+from protocol.reference import BatchedServerConnection
 
 from .config import Config
 from .session import ControlSession, DeviceSession, Session
@@ -365,7 +365,7 @@ class Server:
     def _open_session(self, conn: ServerConnection, hello: DeviceHello | ControlHello) -> Session:
         session_id = uuid.uuid4().hex
         # Sessions send encoded UTF-8 JSON, written with the other frames of the same
-        # event-loop pass in one socket write (protocol/connection.py).
+        # event-loop pass in one socket write (protocol/reference/connection.py).
         assert isinstance(conn, BatchedServerConnection)
         send_text = conn.send_text_batched
         if isinstance(hello, DeviceHello):

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from agents.errors import AgentError
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError, NotRunning
-from protocol.client import ConnectionLost, RequestFailed
-from protocol.errors import ProtocolError
+from protocol.errors import ConnectionLost, ProtocolError, RequestFailed
 
 from . import agents, cancel, dev_client, estimate, pair, run, runs, schema, status, trigger
 

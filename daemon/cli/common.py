@@ -46,8 +46,8 @@ def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
 
 async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     """A connected control session to the running daemon (``ProtocolClient``)."""
-    from protocol.client import HandshakeRefused, ProtocolClient
     from protocol.errors import CloseCode
+    from protocol.reference import HandshakeRefused, ProtocolClient
 
     info = read_runtime(paths)
     if info is None:
