@@ -246,10 +246,7 @@ class RunManager:
         """A fire that could not run (device offline): journal and event, status skipped."""
         run_id = uuid.uuid4().hex
         now = self.clock()
-        try:
-            self.state.record_skipped(run_id, agent.id, trigger, now, reason)
-        except StateError as exc:  # the run_complete still goes out, from memory
-            log.error("skipped run of %s not journaled: %s", agent.id, exc)
+        self.state.record_skipped(run_id, agent.id, trigger, now, reason)
         await self.events.run_complete(
             run_id=run_id,
             agent_id=agent.id,
