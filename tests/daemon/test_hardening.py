@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
 
-from agents.errors import ToolCallError
+from agents.errors import DeviceOffline, ToolCallError
 from daemon.errors import DiskFull
 from daemon.logs import MAX_MESSAGE_CHARS, RedactFilter, register_secret
 from daemon.paths import Paths
@@ -160,6 +161,31 @@ async def test_malformed_tool_result_fails_its_call_at_once_with_the_reason(
         assert error.type == "error" and getattr(error, "id", None) == frame.id
     finally:
         await ws.close()
+
+
+async def test_calls_racing_a_closing_connection_leave_no_unread_future(
+    make_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Calls sent while the app's close is under way fail with DeviceOffline, and no
+    future is left holding an exception nobody read (asyncio would log it)."""
+    harness = await make_daemon()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for i in range(30):
+            ws = await open_ws(harness.url)
+            await hello(ws, device_hello(harness.token, f"laptop-{i}"))
+            session = harness.daemon.server.device(f"laptop-{i}")
+            assert session is not None
+            closing = asyncio.create_task(ws.close())
+            calls = []
+            for _ in range(40):
+                calls.append(asyncio.create_task(session.store().select("tasks")))
+                await asyncio.sleep(0)
+            await closing
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(r, DeviceOffline) for r in results), results
+            del calls, results
+            gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 # --- a full disk in the middle of a run ----------------------------------------------------

@@ -359,25 +359,58 @@ async def _vanish_at_first_tool_call(
     ws.transport.abort()
 
 
+async def _leave_while_answering(url: str, hello: dict[str, Any], trigger: dict[str, Any]) -> None:
+    """Answer the run's look-ups in one burst and close at once: each answer makes the
+    daemon send its insert while the connection is closing."""
+    ws: ClientConnection = await connect(url, ping_interval=None, max_size=None)
+    await ws.send(json.dumps(hello))
+    assert json.loads(await ws.recv())["type"] == "hello_ack"
+    await ws.send(json.dumps(trigger))
+    lookups: list[str] = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        if frame["type"] != "tool_call":
+            continue
+        if frame["table"] == "projects":
+            await ws.send(json.dumps({"type": "tool_result", "id": frame["id"], "rows": []}))
+            continue
+        lookups.append(frame["id"])
+        if len(lookups) == 30:
+            break
+    for call_id in lookups:
+        await ws.send(json.dumps({"type": "tool_result", "id": call_id, "rows": []}))
+    await ws.close()
+
+
 async def test_client_vanishing_mid_tool_call_leaves_nothing_on_stderr(
     home: Home, llm_server: FakeLLMServer, tmp_path: Path
 ) -> None:
     root = tmp_path / "work"
-    corpus(root, 3)
-    llm_server.responder = None
+    root.mkdir()
+    (root / "list.md").write_text("".join(f"TASK: Item {i}\n" for i in range(30)), "utf-8")
+    model = OfficeModel()
     calls = [Call("list_tasks", {}), Call("list_notes", {}), Call("list_tasks", {"status": "todo"})]
-    for _ in range(10):
-        llm_server.script(ToolCalls(calls))
+    chats: list[ToolCalls] = [ToolCalls(calls) for _ in range(3)]
+
+    def respond(body: dict[str, Any]) -> Any:
+        return chats.pop() if chats else model(body)  # the three chats come first
+
+    llm_server.responder = respond
     daemon = await home.start()
-    hello = {"type": "device_hello", "protocol": 1, "device_id": "d", "token": TOKEN}
-    for i in range(5):
+    hello: dict[str, Any] = {
+        "type": "device_hello",
+        "protocol": 1,
+        "device_id": "d",
+        "token": TOKEN,
+    }
+    for i in range(3):
         chat = {"type": "home_request", "request_id": f"c{i}", "message": "what is on my list?"}
         await _vanish_at_first_tool_call(daemon.url, chat, hello)
     hello["agents"] = [agent(root)]
-    for i in range(3):
+    for i in range(4):
         trigger = {"type": "trigger", "id": f"t{i}", "agent_id": "folder"}
-        await _vanish_at_first_tool_call(daemon.url, trigger, hello)
-        await until(lambda n=i: home.log_text().count("finished error") > n, 10, "the run end")
+        await _leave_while_answering(daemon.url, hello, trigger)
+        await until(lambda n=i: home.log_text().count("finished error") > n, 20, "the run end")
     assert daemon.stop() == 0
     err = daemon.stderr()
     assert "never retrieved" not in err, err
