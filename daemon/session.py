@@ -205,10 +205,11 @@ class DeviceSession(Session):
         if self.closed:
             return
         super().close(reason)
-        error = DeviceOffline(f"device {self.device_id} disconnected ({reason})")
+        message = f"device {self.device_id} disconnected ({reason})"
         for future, *_ in self._pending.values():
             if not future.done():
-                future.set_exception(error)
+                # One instance each: a shared one would collect every caller's traceback.
+                future.set_exception(DeviceOffline(message))
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._pending.clear()
