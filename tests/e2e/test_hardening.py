@@ -453,3 +453,22 @@ async def test_sigkill_mid_run_leaves_the_confirmed_counts_in_the_journal(
     assert len(recorded) == 3 < len(files)
     assert record.items_processed == 3, record
     assert record.items_created == 6, record
+
+
+async def test_cli_gives_its_token_at_the_upgrade_and_names_a_wrong_one(home: Home) -> None:
+    daemon = await home.start()
+    assert (await asyncio.to_thread(home.cli, "status")).returncode == 0
+    wrong = {**home.env, "TETHER_TOKEN": "not-the-daemon-token"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "daemon", "status"],
+        cwd=REPO,
+        env=wrong,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode != 0
+    assert "refused the CLI's pairing token" in done.stdout + done.stderr
+    assert "refused upgrade: wrong token at the upgrade" in home.log_text()
+    assert daemon.stop() == 0
