@@ -63,7 +63,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from agents.local_dir.records import FileRecord
+from agents.books import FileRecord
 from daemon.errors import DiskFull, StateError
 
 __all__ = [
