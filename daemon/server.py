@@ -19,6 +19,8 @@ Rules (protocol.md "Transport", "Handshake", "Errors", "Close codes"):
   4400. Wrong or missing token: ``unauthorized`` and 4401 (constant-time compare).
   No common protocol version: ``unsupported_protocol`` with ``supported`` and 4402.
 - One device session per ``device_id``: a newer one closes the older with 4409.
+- A hello whose agents cannot be saved (a full disk) still gets its ``hello_ack``
+  (without ``agents``), then an ``error`` frame saying why; the session goes on.
 - After the hello, a malformed or unknown frame is answered with an ``error`` frame
   and the connection stays open; ``max_bad_frames`` bad frames in a row close it
   with 1008. Oversized messages are closed with 1009 by websockets itself.
@@ -62,6 +64,7 @@ from protocol.frames import (
 )
 
 from .config import Config
+from .errors import StateError
 from .session import ControlSession, DeviceSession, Session
 
 __all__ = [
@@ -447,7 +450,15 @@ class Server:
         try:
             if isinstance(session, DeviceSession):
                 await self._supersede(session)
-            agents = await self.handlers.on_hello(session, hello)
+            not_saved: Error | None = None
+            try:
+                agents = await self.handlers.on_hello(session, hello)
+            except StateError as exc:  # a full disk must not keep the app out
+                log.error("the agents of session %s were not saved: %s", session.session_id, exc)
+                agents = None
+                not_saved = Error(
+                    code=ErrorCode.INTERNAL, message=f"the agents were not saved: {exc}"
+                )
             ack = HelloAck(
                 protocol=choose_protocol(hello.protocol) or 1,
                 session_id=session.session_id,
@@ -458,6 +469,8 @@ class Server:
             if agents is not None:
                 ack.agents = agents
             await session.send(ack)
+            if not_saved is not None:
+                await session.send(not_saved)
             await self.handlers.after_hello(session, hello)
             await self._read_loop(conn, session)
         finally:

@@ -265,7 +265,13 @@ async def test_full_state_disk_ends_every_run_with_run_complete_and_never_hangs(
             assert waited.returncode not in (0, None), waited.stdout + waited.stderr
             assert "disk full" in waited.stdout + waited.stderr
 
-        # The daemon keeps answering, and says the disk is low.
+        # The daemon keeps answering (an app reconnecting with its agents too), and
+        # says the disk is low.
+        again = await home.app(
+            daemon, tmp_path / "app2.db", agents=[agent(root)], device_id="second-laptop"
+        )
+        assert again.hello_ack is not None and again.hello_ack.agents is None
+        assert (await again.status()).agents
         status = await app.status()
         assert status.active_runs == []
         shown = await asyncio.to_thread(home.cli, "status")
