@@ -607,6 +607,11 @@ class Server:
             )
         except asyncio.CancelledError:
             raise
+        except StateError as exc:  # e.g. a full disk: the reason, not "see its log"
+            log.error("request %s failed: %s", frame.type, exc)
+            await session.send(
+                Error(id=request_id, code=ErrorCode.INTERNAL, message=f"{frame.type}: {exc}")
+            )
         except Exception:
             log.exception("request %s failed", frame.type)
             await session.send(

@@ -39,7 +39,7 @@ from websockets.exceptions import InvalidStatus
 
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import ProtocolClient, ReferenceClient
+from protocol.client import ProtocolClient, ReferenceClient, RequestFailed
 from protocol.frames import RunComplete, ToolCall
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import Call, FakeLLMServer, ToolCalls
@@ -272,6 +272,9 @@ async def test_full_state_disk_ends_every_run_with_run_complete_and_never_hangs(
         )
         assert again.hello_ack is not None and again.hello_ack.agents is None
         assert (await again.status()).agents
+        with pytest.raises(RequestFailed) as sync:
+            await again.agents_sync([agent(root, "another")])
+        assert "disk full (" in str(sync.value)
         status = await app.status()
         assert status.active_runs == []
         shown = await asyncio.to_thread(home.cli, "status")
