@@ -13,7 +13,9 @@ import contextlib
 import gc
 import json
 import logging
+import logging.handlers
 import os
+import stat
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from websockets.protocol import State
 
 from agents.errors import DeviceOffline, ToolCallError
 from daemon.errors import DiskFull
-from daemon.logs import MAX_MESSAGE_CHARS, RedactFilter, register_secret
+from daemon.logs import MAX_MESSAGE_CHARS, RedactFilter, register_secret, setup_logging
 from daemon.paths import Paths
 from daemon.state import StateStore, disk_space_warning
 from protocol.client import ProtocolClient
@@ -351,3 +353,41 @@ def test_a_huge_message_is_cut_after_redaction_with_its_length() -> None:
     field.payload = "z" * 100_000
     RedactFilter().filter(field)
     assert len(field.payload) < MAX_MESSAGE_CHARS + 100
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_log_and_its_rotations_are_0600_under_umask_0(tmp_path: Path) -> None:
+    paths = Paths.under(tmp_path).ensure()
+    old = os.umask(0)
+    try:
+        setup_logging(paths, "INFO")
+        logging.getLogger("tether.test").info("before the rotation")
+        handler = next(
+            h
+            for h in logging.getLogger("tether").handlers
+            if isinstance(h, logging.handlers.RotatingFileHandler)
+        )
+        handler.doRollover()
+        logging.getLogger("tether.test").info("after the rotation")
+    finally:
+        os.umask(old)
+        setup_logging(None, "NOTSET")
+    rotated = Path(f"{paths.log_file}.1")
+    assert "before the rotation" in rotated.read_text(encoding="utf-8")
+    assert "after the rotation" in paths.log_file.read_text(encoding="utf-8")
+    assert stat.S_IMODE(paths.log_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(rotated.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_an_existing_state_db_is_narrowed_to_0600(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with StateStore.open(path) as state:
+        state.set_meta("k", "v")
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists():
+            name.chmod(0o644)
+    with StateStore.open(path) as state:
+        assert state.get_meta("k") == "v"
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
