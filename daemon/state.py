@@ -492,7 +492,9 @@ class StateStore:
         """Copy the WAL into the database and truncate it (after each run); a busy
         reader or a full disk only postpones it."""
         with self._lock:
-            conn = self._connection()
+            conn = self._conn
+            if conn is None:
+                return
             try:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error:
