@@ -425,6 +425,7 @@ export interface NoteRow {
   isAiSuggested?: number;
   isApproved?: number;
   projectId?: string | null;
+  title: string;
   updatedAt?: number | null;
   [k: string]: unknown | undefined;
 }
@@ -458,6 +459,7 @@ export interface TaskRow {
   priority?: Priority;
   projectId?: string | null;
   status?: TaskStatus;
+  title: string;
   [k: string]: unknown | undefined;
 }
 export interface TimelineRow {
@@ -467,5 +469,6 @@ export interface TimelineRow {
   isAiSuggested?: number;
   isApproved?: number;
   projectId: string;
+  title: string;
   [k: string]: unknown | undefined;
 }

@@ -46,14 +46,21 @@ function daemonSchema() {
   return JSON.parse(out);
 }
 
-/** @param {unknown} node */
-function stripTitles(node) {
-  if (Array.isArray(node)) node.forEach(stripTitles);
-  else if (node && typeof node === "object") {
-    const obj = /** @type {Record<string, unknown>} */ (node);
-    delete obj.title;
-    Object.values(obj).forEach(stripTitles);
-  }
+const SCHEMA_MAPS = ["properties", "patternProperties", "$defs"];
+const SCHEMA_LISTS = ["anyOf", "oneOf", "allOf", "prefixItems"];
+const SCHEMA_ONE = ["items", "additionalProperties", "not"];
+
+/**
+ * Remove `title` from a schema and its subschemas (only schema keywords are walked, so a
+ * property called "title" or a default value is left alone).
+ * @param {any} schema
+ */
+function stripTitles(schema) {
+  if (!schema || typeof schema !== "object" || Array.isArray(schema)) return;
+  delete schema.title;
+  for (const key of SCHEMA_MAPS) Object.values(schema[key] ?? {}).forEach(stripTitles);
+  for (const key of SCHEMA_LISTS) (schema[key] ?? []).forEach(stripTitles);
+  for (const key of SCHEMA_ONE) stripTitles(schema[key]);
 }
 
 /**

@@ -98,6 +98,7 @@ function nextConnection(client) {
 /** Occupy a port so the restarted daemon cannot get the old one back. */
 function holdPort(/** @type {number} */ port) {
   const server = createServer();
+  server.on("error", () => {}); // the port still busy: the check below then says so
   server.listen(port, "127.0.0.1"); // binds synchronously for an IP literal
   return server;
 }
