@@ -192,6 +192,7 @@ export class TetherClient extends EventEmitter {
         delay = Math.min(delay * 2, this.maxDelayMs);
         continue;
       }
+      if (this.closed) break; // close() was called while the daemon was being located
       const { code, reason, paired } = await this.#connectOnce(target);
       if (this.closed) break;
       if (paired) {
