@@ -444,8 +444,10 @@ def _chunks(
 if __name__ == "__main__":
     # A standalone fake LLM for tests in other languages (packaging/electron's Node
     # test): ``python -m tests.support.llm_server [--tool NAME [--tool-args JSON]]
-    # [--reply TEXT]`` (run from the repository root). It prints one JSON line,
-    # {"event": "ready", "port": …, "base_url": …}, then serves until killed.
+    # [--reply TEXT] [--exit-on-stdin-eof]`` (run from the repository root). It prints
+    # one JSON line, {"event": "ready", "port": …, "base_url": …}, then serves until
+    # killed (or, with --exit-on-stdin-eof, until its stdin closes: a test that dies
+    # leaves no server behind).
     # Each request is answered from its last message: after a tool result, a text
     # quoting it ("<reply>\n<tool result>"); otherwise a call of --tool, or, without
     # --tool, the text --reply.
@@ -457,6 +459,9 @@ if __name__ == "__main__":
         parser.add_argument("--tool", help="answer a user message by calling this tool")
         parser.add_argument("--tool-args", default="{}", help="the tool call's arguments (JSON)")
         parser.add_argument("--reply", default="ok", help="the text of a final answer")
+        parser.add_argument(
+            "--exit-on-stdin-eof", action="store_true", help="stop when stdin is closed"
+        )
         args = parser.parse_args()
         try:
             tool_args = json.loads(args.tool_args)
@@ -479,7 +484,10 @@ if __name__ == "__main__":
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         try:
-            threading.Event().wait()
+            if args.exit_on_stdin_eof:
+                sys.stdin.read()
+            else:
+                threading.Event().wait()
         except KeyboardInterrupt:
             pass
         finally:

@@ -42,9 +42,10 @@ let homes = 0;
 before(async () => {
   assert.ok(existsSync(DAEMON[0]) || !DAEMON[0].includes("/"), `no daemon at ${DAEMON[0]}: set TETHER_DAEMON`);
   scratch = mkdtempSync(join(tmpdir(), "tether-node-"));
-  llm = spawn(PYTHON, ["-m", "tests.support.llm_server", "--tool", "list_tasks", "--reply", "Here is your list:"], {
+  const fakeLlm = ["-m", "tests.support.llm_server", "--tool", "list_tasks", "--reply", "Here is your list:"];
+  llm = spawn(PYTHON, [...fakeLlm, "--exit-on-stdin-eof"], {
     cwd: REPO_ROOT,
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["pipe", "pipe", "inherit"], // our stdin pipe closes when this process dies, however
   });
   const line = await firstLine(llm);
   baseUrl = JSON.parse(line).base_url;
