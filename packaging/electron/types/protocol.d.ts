@@ -49,6 +49,7 @@ export interface TetherProtocol {
   TimelineRow?: TimelineRow;
 }
 export interface LocalDirectoryAgent {
+  budget?: RunBudget;
   data_types?: ("tasks" | "notes" | "timelines" | "projects")[];
   device_id?: string | null;
   /**
@@ -60,6 +61,7 @@ export interface LocalDirectoryAgent {
   file_extensions?: string[];
   id: string;
   kind?: "local_directory";
+  max_files?: number;
   model?: string | null;
   name: string;
   prompt_template?: string;
@@ -68,8 +70,19 @@ export interface LocalDirectoryAgent {
   } | null;
   schedule_cron: string;
 }
+/**
+ * What one run of the agent may spend; an omitted limit takes the daemon's default
+ * (``[runs.budget]`` in config.toml). Reaching one ends the run ``partial``; the next
+ * run carries on with what is left.
+ */
+export interface RunBudget {
+  max_cost_usd?: number | null;
+  max_llm_calls?: number | null;
+  max_prompt_tokens?: number | null;
+}
 export interface GmailAgent {
   account: string;
+  budget?: RunBudget;
   data_types?: ("tasks" | "notes" | "timelines" | "projects")[];
   device_id?: string | null;
   enabled?: boolean;
@@ -98,6 +111,7 @@ export interface DateRange {
 }
 export interface OutlookAgent {
   account: string;
+  budget?: RunBudget;
   data_types?: ("tasks" | "notes" | "timelines" | "projects")[];
   device_id?: string | null;
   enabled?: boolean;
@@ -115,6 +129,7 @@ export interface OutlookAgent {
 }
 export interface TeamsAgent {
   account: string;
+  budget?: RunBudget;
   data_types?: ("tasks" | "notes" | "timelines" | "projects")[];
   device_id?: string | null;
   enabled?: boolean;
