@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from daemon.agent_configs import load_agents_toml, validate_agent  # pydantic, croniter
 
     if args.agents_verb == "validate":
-        accepted, rejected = load_agents_toml(args.file)
+        paths, _ = load()
+        accepted, rejected = load_agents_toml(args.file, protected=paths.protected())
         if not args.file.exists():
             print(f"{args.file}: no such file")
             return 1
