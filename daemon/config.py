@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.run import RunLimits
+from agents.limits import RunLimits
 from daemon.errors import ConfigError
 from daemon.logs import register_secret
 from daemon.paths import Paths
