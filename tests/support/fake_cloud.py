@@ -95,6 +95,7 @@ class FakeCloudServer:
         self.tamper_state = False
         self.deny = False
         self.refresh_count = 0
+        self.token_forms: list[list[str]] = []  # the field names of each token request
         self.access_tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expires_at)
         self.refresh_tokens: dict[str, str] = {}  # token -> account
         self.revoked_error: dict[str, Any] = {"error": "invalid_grant"}
@@ -251,6 +252,8 @@ class FakeCloudServer:
         return Reply(302, b"", {"Location": f"{redirect}?{urlencode(params)}"})
 
     def _token(self, form: dict[str, str]) -> Reply:
+        with self.lock:
+            self.token_forms.append(sorted(form))
         if form.get("client_id") != self.client_id or (
             self.client_secret is not None and form.get("client_secret") != self.client_secret
         ):

@@ -313,10 +313,10 @@ class FakeGraph(FakeCloudServer):
         if offset + size < len(rows):
             token = f"{self.generation}.{secrets.token_hex(6)}"
             self.rounds[token] = (rows, offset + size)
-            out["@odata.nextLink"] = f"{base}?{urlencode({'$skiptoken': token})}"
+            out["@odata.nextLink"] = f"{base}?$skiptoken={token}"
         else:
             token = f"{self.generation}.{self.seq}"
-            out["@odata.deltaLink"] = f"{base}?{urlencode({'$deltatoken': token})}"
+            out["@odata.deltaLink"] = f"{base}?$deltatoken={token}"
         return Reply(200, out)
 
     def _message(self, mid: str, q: dict[str, str], prefer: str) -> Reply:
@@ -361,7 +361,7 @@ class FakeGraph(FakeCloudServer):
         if offset + self.chat_page_size < len(chats):
             params = {k: v for k, v in q.items() if k != "$skiptoken"}
             params["$skiptoken"] = str(offset + self.chat_page_size)
-            out["@odata.nextLink"] = f"{self.url}/v1.0/me/chats?{urlencode(params)}"
+            out["@odata.nextLink"] = f"{self.url}/v1.0/me/chats?{urlencode(params, safe='$', quote_via=quote)}"
         return Reply(200, out)
 
     def _chat_messages(self, chat_id: str, q: dict[str, str]) -> Reply:
@@ -384,5 +384,5 @@ class FakeGraph(FakeCloudServer):
         if offset + top < len(msgs):
             params = {k: v for k, v in q.items() if k != "$skiptoken"}
             params["$skiptoken"] = str(offset + top)
-            out["@odata.nextLink"] = f"{self.url}/v1.0/me/chats/{quote(chat_id, safe='')}/messages?{urlencode(params)}"
+            out["@odata.nextLink"] = f"{self.url}/v1.0/me/chats/{quote(chat_id, safe='')}/messages?{urlencode(params, safe='$', quote_via=quote)}"
         return Reply(200, out)
