@@ -121,7 +121,9 @@ class CloudRejected(CloudError):
     """The API refused a request with a 4xx other than authentication or throttling."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {code}: {message}" if code else f"HTTP {status}: {message}")
+        super().__init__(
+            f"HTTP {status} {code}: {message}" if code else f"HTTP {status}: {message}"
+        )
         self.status = status
         self.code = code
         self.message = message

@@ -335,7 +335,9 @@ class GmailClient:
             return True
         _, address = email.utils.parseaddr(sender)
         address = address.lower()
-        return any(s == address or (s.startswith("@") and address.endswith(s)) for s in self._senders)
+        return any(
+            s == address or (s.startswith("@") and address.endswith(s)) for s in self._senders
+        )
 
     async def get_message(self, message_id: str) -> Message:
         """The message with its body and attachment texts. CloudRejected(404) if gone."""
@@ -371,9 +373,7 @@ class GmailClient:
         from agents.local_dir.extract import extract_bytes
 
         try:
-            text = await asyncio.to_thread(
-                extract_bytes, name, raw, max_bytes=self._max_attachment
-            )
+            text = await asyncio.to_thread(extract_bytes, name, raw, max_bytes=self._max_attachment)
         except ExtractError as exc:
             return Attachment(name, mime, len(raw), skipped=str(exc))
         return Attachment(name, mime, len(raw), text=text)

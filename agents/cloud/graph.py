@@ -152,7 +152,11 @@ class OutlookClient:
             page = await self._http.get_json(url, params=params, headers=headers)
             params = None  # the links carry every option
             for row in page.get("value") or []:
-                if isinstance(row, dict) and "@removed" not in row and isinstance(row.get("id"), str):
+                if (
+                    isinstance(row, dict)
+                    and "@removed" not in row
+                    and isinstance(row.get("id"), str)
+                ):
                     rows.append(row)
             next_link = page.get("@odata.nextLink")
             delta_link = page.get("@odata.deltaLink")

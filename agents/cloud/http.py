@@ -134,7 +134,7 @@ class CloudHttp:
 
     def _backoff(self, attempt: int) -> float:
         base = min(MAX_BACKOFF_S, self._backoff_s * (2 ** (attempt - 1)))
-        return base * (0.5 + random.random() / 2)
+        return float(base * (0.5 + random.random() / 2))
 
     async def get_json(
         self,

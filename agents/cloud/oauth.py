@@ -69,6 +69,8 @@ __all__ = [
     "TokenBundle",
     "TokenManager",
     "TokenVault",
+    "account_name",
+    "authorization_url",
     "classify_token_error",
     "pkce_challenge",
     "provider_client",
@@ -338,7 +340,9 @@ class _Account:
         bundle = self._bundle
         if bundle is None:
             bundle = self._bundle = await self._m._vault.load(self.provider, self.account)
-        if bundle is not None and bundle.fresh(self._m._clock(), self._m._settings.refresh_margin_s):
+        if bundle is not None and bundle.fresh(
+            self._m._clock(), self._m._settings.refresh_margin_s
+        ):
             return bundle.access_token
         return await self._refresh(bundle.access_token if bundle else "")
 
@@ -625,3 +629,37 @@ async def sign_in(
             f"{client.provider} returned no refresh token; the client must allow offline access"
         )
     return bundle
+
+
+async def account_name(
+    provider: str,
+    settings: CloudSettings,
+    access_token: str,
+    *,
+    http: httpx.AsyncClient | None = None,
+) -> str:
+    """The signed-in user's address: Gmail's profile, or Graph's ``me`` (mail, else UPN)."""
+    provider = provider_of(provider)
+    fields: tuple[str, ...]
+    if provider == "google":
+        url, fields = f"{settings.gmail_api_base}/users/me/profile", ("emailAddress",)
+    else:
+        url, fields = f"{settings.graph_api_base}/me", ("mail", "userPrincipalName")
+    own = http is None
+    session = http or httpx.AsyncClient(timeout=settings.timeout_s)
+    try:
+        resp = await session.get(url, headers={"Authorization": f"Bearer {access_token}"})
+    except httpx.HTTPError as exc:
+        raise CloudUnavailable(f"cannot reach the {provider} API ({type(exc).__name__})") from None
+    finally:
+        if own:
+            await session.aclose()
+    data = resp.json() if resp.status_code == 200 else {}
+    for name in fields:
+        value = data.get(name) if isinstance(data, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    raise SignInFailed(
+        f"could not tell which {provider} account signed in (HTTP {resp.status_code}); "
+        "pass --account"
+    )

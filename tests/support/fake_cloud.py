@@ -81,7 +81,9 @@ class FakeCloudServer:
     auth_path = "/auth"
     token_path = "/token"
 
-    def __init__(self, *, client_id: str = "tether-test-client", client_secret: str | None = None) -> None:
+    def __init__(
+        self, *, client_id: str = "tether-test-client", client_secret: str | None = None
+    ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.lock = threading.Lock()
@@ -192,11 +194,20 @@ class FakeCloudServer:
     def unauthorized(self) -> Reply:
         return Reply(401, {"error": {"code": 401, "message": "unauthenticated"}})
 
-    def api(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], account: str) -> Reply:
+    def api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        account: str,
+    ) -> Reply:
         raise NotImplementedError
 
     def invalid_client(self) -> Reply:
-        return Reply(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
+        return Reply(
+            401, {"error": "invalid_client", "error_description": "The OAuth client was not found."}
+        )
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -233,7 +244,11 @@ class FakeCloudServer:
             return Reply(400, "<p>PKCE S256 required</p>")
         state = "forged-state" if self.tamper_state else q.get("state", "")
         if self.deny:
-            params = {"error": "access_denied", "error_description": "The user cancelled.", "state": state}
+            params = {
+                "error": "access_denied",
+                "error_description": "The user cancelled.",
+                "state": state,
+            }
         else:
             code = "code-" + secrets.token_urlsafe(16)
             with self.lock:
@@ -266,9 +281,14 @@ class FakeCloudServer:
                 return Reply(400, {"error": "invalid_grant", "error_description": "Bad code."})
             challenge, redirect, account = entry
             verifier = form.get("code_verifier", "")
-            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(
+                b"="
+            )
             if digest.decode() != challenge or form.get("redirect_uri") != redirect:
-                return Reply(400, {"error": "invalid_grant", "error_description": "PKCE or redirect mismatch."})
+                return Reply(
+                    400,
+                    {"error": "invalid_grant", "error_description": "PKCE or redirect mismatch."},
+                )
             return Reply(200, self.issue_tokens(account))
         if grant == "refresh_token":
             old = form.get("refresh_token", "")
@@ -335,7 +355,9 @@ class _Handler(BaseHTTPRequestHandler):
             if reset:
                 self.wfile.write(payload[: len(payload) // 2])
                 self.wfile.flush()
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 self.connection.close()
                 self.close_connection = True
                 return

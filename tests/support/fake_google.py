@@ -20,8 +20,8 @@ import base64
 import itertools
 import json
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from tests.support.fake_cloud import FakeCloudServer, Reply
@@ -32,7 +32,9 @@ NOT_FOUND = {
     "error": {
         "code": 404,
         "message": "Requested entity was not found.",
-        "errors": [{"domain": "global", "reason": "notFound", "message": "Requested entity was not found."}],
+        "errors": [
+            {"domain": "global", "reason": "notFound", "message": "Requested entity was not found."}
+        ],
         "status": "NOT_FOUND",
     }
 }
@@ -122,11 +124,21 @@ class FakeGmail(FakeCloudServer):
             ]
             stored_attachments: dict[str, bytes] = {}
             if payload is None:
-                payload = self._build(mid, text, html, attachments, stored_attachments, inline_attachment_data)
+                payload = self._build(
+                    mid, text, html, attachments, stored_attachments, inline_attachment_data
+                )
             payload = {**payload, "headers": headers + list(payload.get("headers") or [])}
             snippet = " ".join((text or subject).split())[:100]
             self.messages[mid] = _Stored(
-                mid, mid, self.history_id, int(at * 1000), list(labels), payload, snippet, sender, stored_attachments
+                mid,
+                mid,
+                self.history_id,
+                int(at * 1000),
+                list(labels),
+                payload,
+                snippet,
+                sender,
+                stored_attachments,
             )
             return mid
 
@@ -173,19 +185,47 @@ class FakeGmail(FakeCloudServer):
                 part_body["data"] = b64url(data)
             else:
                 part_body["attachmentId"] = att_id
-            parts.append({"partId": str(index), "mimeType": mime, "filename": name, "headers": [], "body": part_body})
-        return {"partId": "", "mimeType": "multipart/mixed", "filename": "", "headers": [], "body": {"size": 0}, "parts": parts}
+            parts.append(
+                {
+                    "partId": str(index),
+                    "mimeType": mime,
+                    "filename": name,
+                    "headers": [],
+                    "body": part_body,
+                }
+            )
+        return {
+            "partId": "",
+            "mimeType": "multipart/mixed",
+            "filename": "",
+            "headers": [],
+            "body": {"size": 0},
+            "parts": parts,
+        }
 
     # -- API ---------------------------------------------------------------------------
 
     def unauthorized(self) -> Reply:
         return Reply(
             401,
-            {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}},
+            {
+                "error": {
+                    "code": 401,
+                    "message": "Request had invalid authentication credentials.",
+                    "status": "UNAUTHENTICATED",
+                }
+            },
             {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
         )
 
-    def api(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], account: str) -> Reply:
+    def api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        account: str,
+    ) -> Reply:
         prefix = "/gmail/v1/users/me/"
         if method != "GET" or not path.startswith(prefix):
             return Reply(404, NOT_FOUND)
@@ -193,7 +233,15 @@ class FakeGmail(FakeCloudServer):
         q = {k: v[0] for k, v in query.items()}
         with self.lock:
             if rest == ["profile"]:
-                return Reply(200, {"emailAddress": account, "messagesTotal": len(self.messages), "threadsTotal": len(self.messages), "historyId": str(self.history_id)})
+                return Reply(
+                    200,
+                    {
+                        "emailAddress": account,
+                        "messagesTotal": len(self.messages),
+                        "threadsTotal": len(self.messages),
+                        "historyId": str(self.history_id),
+                    },
+                )
             if rest == ["messages"]:
                 return self._list(q, query.get("labelIds", []))
             if rest == ["history"]:
@@ -249,12 +297,25 @@ class FakeGmail(FakeCloudServer):
         try:
             start = int(q.get("startHistoryId", ""))
         except ValueError:
-            return Reply(400, {"error": {"code": 400, "message": "Invalid startHistoryId", "status": "INVALID_ARGUMENT"}})
+            return Reply(
+                400,
+                {
+                    "error": {
+                        "code": 400,
+                        "message": "Invalid startHistoryId",
+                        "status": "INVALID_ARGUMENT",
+                    }
+                },
+            )
         if start < self.history_floor:
             return Reply(404, NOT_FOUND)
         label = q.get("labelId")
         added = sorted(
-            (m for m in self.messages.values() if m.history_id > start and (not label or label in m.labels)),
+            (
+                m
+                for m in self.messages.values()
+                if m.history_id > start and (not label or label in m.labels)
+            ),
             key=lambda m: m.history_id,
         )
         size = min(int(q.get("maxResults", 100)), 500)
@@ -266,7 +327,15 @@ class FakeGmail(FakeCloudServer):
                 {
                     "id": str(m.history_id),
                     "messages": [{"id": m.id, "threadId": m.thread_id}],
-                    "messagesAdded": [{"message": {"id": m.id, "threadId": m.thread_id, "labelIds": list(m.labels)}}],
+                    "messagesAdded": [
+                        {
+                            "message": {
+                                "id": m.id,
+                                "threadId": m.thread_id,
+                                "labelIds": list(m.labels),
+                            }
+                        }
+                    ],
                 }
                 for m in page
             ]
@@ -289,8 +358,15 @@ class FakeGmail(FakeCloudServer):
         }
         if fmt == "metadata":
             names = {w.lower() for w in wanted}
-            headers = [h for h in msg.payload.get("headers", []) if not names or h["name"].lower() in names]
-            out["payload"] = {"partId": "", "mimeType": msg.payload.get("mimeType"), "headers": headers, "body": {"size": 0}}
+            headers = [
+                h for h in msg.payload.get("headers", []) if not names or h["name"].lower() in names
+            ]
+            out["payload"] = {
+                "partId": "",
+                "mimeType": msg.payload.get("mimeType"),
+                "headers": headers,
+                "body": {"size": 0},
+            }
         else:
             self.gets.append(mid)
             out["payload"] = msg.payload

@@ -35,10 +35,18 @@ __all__ = ["FakeGraph"]
 
 THROTTLED = {"error": {"code": "TooManyRequests", "message": "Please retry again later."}}
 SYNC_STATE_NOT_FOUND = {
-    "error": {"code": "SyncStateNotFound", "message": "The sync state generation is not found; reset the sync."}
+    "error": {
+        "code": "SyncStateNotFound",
+        "message": "The sync state generation is not found; reset the sync.",
+    }
 }
 RESYNC_REQUIRED = {"error": {"code": "resyncRequired", "message": "A resync is required."}}
-NOT_FOUND = {"error": {"code": "ErrorItemNotFound", "message": "The specified object was not found in the store."}}
+NOT_FOUND = {
+    "error": {
+        "code": "ErrorItemNotFound",
+        "message": "The specified object was not found in the store.",
+    }
+}
 
 
 def graph_time(at: float, *, millis: bool = False) -> str:
@@ -128,7 +136,15 @@ class FakeGraph(FakeCloudServer):
         )
 
     def unauthorized(self) -> Reply:
-        return Reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired or is not yet valid."}})
+        return Reply(
+            401,
+            {
+                "error": {
+                    "code": "InvalidAuthenticationToken",
+                    "message": "Access token has expired or is not yet valid.",
+                }
+            },
+        )
 
     def expire_delta(self) -> None:
         with self.lock:
@@ -149,7 +165,11 @@ class FakeGraph(FakeCloudServer):
             mid = f"AAMkAD{next(self._ids):06d}" + "=" * 2
             received = graph_time(at if at is not None else datetime.now(UTC).timestamp())
             body_html = html if html is not None else f"<html><body><p>{text}</p></body></html>"
-            self.mail.append(_Mail(mid, folder, self.seq, received, subject, sender, text, body_html, f"AAQk{mid}"))
+            self.mail.append(
+                _Mail(
+                    mid, folder, self.seq, received, subject, sender, text, body_html, f"AAQk{mid}"
+                )
+            )
             return mid
 
     def delete_mail(self, mid: str) -> None:
@@ -198,17 +218,40 @@ class FakeGraph(FakeCloudServer):
                 "attachments": [],
                 "mentions": [],
                 "reactions": [],
-                "from": None if system else {"application": None, "device": None, "user": {"@odata.type": "#microsoft.graph.teamworkUserIdentity", "id": "8ea0e38b", "displayName": sender, "userIdentityType": "aadUser"}},
-                "body": {"contentType": "html", "content": "<systemEventMessage/>" if system else html},
+                "from": None
+                if system
+                else {
+                    "application": None,
+                    "device": None,
+                    "user": {
+                        "@odata.type": "#microsoft.graph.teamworkUserIdentity",
+                        "id": "8ea0e38b",
+                        "displayName": sender,
+                        "userIdentityType": "aadUser",
+                    },
+                },
+                "body": {
+                    "contentType": "html",
+                    "content": "<systemEventMessage/>" if system else html,
+                },
             }
             if system:
-                msg["eventDetail"] = {"@odata.type": "#microsoft.graph.membersAddedEventMessageDetail"}
+                msg["eventDetail"] = {
+                    "@odata.type": "#microsoft.graph.membersAddedEventMessageDetail"
+                }
             self.chats[chat_id].messages.append(msg)
             return mid
 
     # -- API --------------------------------------------------------------------------
 
-    def api(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], account: str) -> Reply:
+    def api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        account: str,
+    ) -> Reply:
         q = {k: v[0] for k, v in query.items()}
         prefer = headers.get("prefer", "")
         with self.lock:
@@ -216,7 +259,15 @@ class FakeGraph(FakeCloudServer):
             if method != "GET":
                 return Reply(405, {"error": {"code": "BadRequest", "message": "GET only"}})
             if path == "/v1.0/me":
-                return Reply(200, {"id": "u1", "mail": account, "userPrincipalName": account, "displayName": "Me"})
+                return Reply(
+                    200,
+                    {
+                        "id": "u1",
+                        "mail": account,
+                        "userPrincipalName": account,
+                        "displayName": "Me",
+                    },
+                )
             parts = [unquote(p) for p in path.removeprefix("/v1.0/me/").split("/")]
             if len(parts) == 4 and parts[0] == "mailFolders" and parts[2:] == ["messages", "delta"]:
                 return self._delta(parts[1], q, prefer)
@@ -244,7 +295,9 @@ class FakeGraph(FakeCloudServer):
             "ccRecipients": [],
             "receivedDateTime": m.received,
             "bodyPreview": (m.text or m.subject)[:255],
-            "body": {"contentType": "text", "content": m.text} if text_body else {"contentType": "html", "content": m.html},
+            "body": {"contentType": "text", "content": m.text}
+            if text_body
+            else {"contentType": "html", "content": m.html},
             "internetMessageId": f"<{m.id}@contoso.com>",
             "conversationId": m.conversation,
             "hasAttachments": False,
@@ -294,22 +347,31 @@ class FakeGraph(FakeCloudServer):
         if flt:
             field_name, op, value = flt.split(" ", 2)
             if field_name != "receivedDateTime" or op != "ge":
-                return Reply(400, {"error": {"code": "BadRequest", "message": "Unsupported filter"}})
+                return Reply(
+                    400, {"error": {"code": "BadRequest", "message": "Unsupported filter"}}
+                )
             floor = _parse(value)
         rows = [
             self._row(m, select, text_body)
             for m in self.mail
-            if m.folder == folder and m.deleted_seq is None and (floor is None or _parse(m.received) >= floor)
+            if m.folder == folder
+            and m.deleted_seq is None
+            and (floor is None or _parse(m.received) >= floor)
         ]
         return self._start(base, rows, size, select)
 
-    def _start(self, base: str, rows: list[dict[str, Any]], size: int, select: set[str] | None) -> Reply:
+    def _start(
+        self, base: str, rows: list[dict[str, Any]], size: int, select: set[str] | None
+    ) -> Reply:
         self._select = select
         return self._page(base, rows, 0, size)
 
     def _page(self, base: str, rows: list[dict[str, Any]], offset: int, size: int) -> Reply:
         page = rows[offset : offset + size]
-        out: dict[str, Any] = {"@odata.context": f"{self.url}/v1.0/$metadata#Collection(message)", "value": page}
+        out: dict[str, Any] = {
+            "@odata.context": f"{self.url}/v1.0/$metadata#Collection(message)",
+            "value": page,
+        }
         if offset + size < len(rows):
             token = f"{self.generation}.{secrets.token_hex(6)}"
             self.rounds[token] = (rows, offset + size)
@@ -324,7 +386,9 @@ class FakeGraph(FakeCloudServer):
             if m.id == mid and m.deleted_seq is None:
                 self.gets.append(mid)
                 select = set(q["$select"].split(",")) if q.get("$select") else None
-                return Reply(200, self._row(m, select, 'outlook.body-content-type="text"' in prefer))
+                return Reply(
+                    200, self._row(m, select, 'outlook.body-content-type="text"' in prefer)
+                )
         return Reply(404, NOT_FOUND)
 
     def _chats(self, q: dict[str, str]) -> Reply:
@@ -361,7 +425,9 @@ class FakeGraph(FakeCloudServer):
         if offset + self.chat_page_size < len(chats):
             params = {k: v for k, v in q.items() if k != "$skiptoken"}
             params["$skiptoken"] = str(offset + self.chat_page_size)
-            out["@odata.nextLink"] = f"{self.url}/v1.0/me/chats?{urlencode(params, safe='$', quote_via=quote)}"
+            out["@odata.nextLink"] = (
+                f"{self.url}/v1.0/me/chats?{urlencode(params, safe='$', quote_via=quote)}"
+            )
         return Reply(200, out)
 
     def _chat_messages(self, chat_id: str, q: dict[str, str]) -> Reply:
@@ -373,7 +439,9 @@ class FakeGraph(FakeCloudServer):
         if flt and q.get("$orderby") == "lastModifiedDateTime desc":
             field_name, op, value = flt.split(" ", 2)
             if field_name != "lastModifiedDateTime" or op != "gt":
-                return Reply(400, {"error": {"code": "BadRequest", "message": "Unsupported filter"}})
+                return Reply(
+                    400, {"error": {"code": "BadRequest", "message": "Unsupported filter"}}
+                )
             floor = _parse(value)
             msgs = [m for m in msgs if _parse(m["lastModifiedDateTime"]) > floor]
         msgs.sort(key=lambda m: m["lastModifiedDateTime"], reverse=True)
@@ -384,5 +452,7 @@ class FakeGraph(FakeCloudServer):
         if offset + top < len(msgs):
             params = {k: v for k, v in q.items() if k != "$skiptoken"}
             params["$skiptoken"] = str(offset + top)
-            out["@odata.nextLink"] = f"{self.url}/v1.0/me/chats/{quote(chat_id, safe='')}/messages?{urlencode(params, safe='$', quote_via=quote)}"
+            out["@odata.nextLink"] = (
+                f"{self.url}/v1.0/me/chats/{quote(chat_id, safe='')}/messages?{urlencode(params, safe='$', quote_via=quote)}"
+            )
         return Reply(200, out)

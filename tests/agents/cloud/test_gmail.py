@@ -23,7 +23,9 @@ def client(http: CloudHttp, server: FakeGmail, **kwargs: object) -> GmailClient:
     return GmailClient(http, server.api_base, page_size=10, **kwargs)  # type: ignore[arg-type]
 
 
-async def test_first_run_pages_through_the_lookback(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_first_run_pages_through_the_lookback(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     ids = fill(gmail_server, 30)
     gmail_server.add_message(subject="ancient", text="old", at=1_000_000_000)
     gmail = client(gmail_http, gmail_server)
@@ -44,7 +46,10 @@ async def test_headers_and_sender_filter(gmail_server: FakeGmail, gmail_http: Cl
     gmail = client(gmail_http, gmail_server, senders=["dana@example.com"])
     changes = await gmail.list_changes(None)
     assert [r.id for r in changes.refs] == [keep]
-    assert "from:dana@example.com" in gmail_server.api_requests("/gmail/v1/users/me/messages")[0].query["q"][0]
+    assert (
+        "from:dana@example.com"
+        in gmail_server.api_requests("/gmail/v1/users/me/messages")[0].query["q"][0]
+    )
     refs = await gmail.refs_with_headers(changes.refs)
     assert refs[0].subject == "Q3 plan" and refs[0].sender == "Dana <dana@example.com>"
     assert refs[0].received_at is not None and refs[0].has_headers
@@ -77,11 +82,15 @@ async def test_history_paging(gmail_server: FakeGmail, gmail_http: CloudHttp) ->
     assert len(gmail_server.api_requests("/gmail/v1/users/me/history")) == 3
 
 
-async def test_expired_history_falls_back_to_a_bounded_list(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_expired_history_falls_back_to_a_bounded_list(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     old = fill(gmail_server, 5)
     gmail = client(gmail_http, gmail_server)
     first = await gmail.list_changes(None)
-    gmail_server.add_message(subject="before the window", text="x", at=GmailCursor.loads(first.cursor).since - 86400)  # type: ignore[union-attr]
+    gmail_server.add_message(
+        subject="before the window", text="x", at=GmailCursor.loads(first.cursor).since - 86400
+    )  # type: ignore[union-attr]
     gmail_server.expire_history()
     new = fill(gmail_server, 2, "New")
     second = await gmail.list_changes(first.cursor)
@@ -95,19 +104,37 @@ async def test_expired_history_falls_back_to_a_bounded_list(gmail_server: FakeGm
     assert third.refs == [] and not third.resynced
 
 
-@pytest.mark.parametrize(("status", "body", "retry_after"), [(429, RATE_LIMITED, "0.2"), (403, USER_RATE_403, None), (503, {}, "0")])
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after"),
+    [(429, RATE_LIMITED, "0.2"), (403, USER_RATE_403, None), (503, {}, "0")],
+)
 async def test_throttling_is_waited_out(
-    gmail_server: FakeGmail, gmail_http: CloudHttp, status: int, body: dict[str, object], retry_after: str | None
+    gmail_server: FakeGmail,
+    gmail_http: CloudHttp,
+    status: int,
+    body: dict[str, object],
+    retry_after: str | None,
 ) -> None:
     ids = fill(gmail_server, 30)
     gmail_server.fail("pageToken=10", status, body, retry_after=retry_after, times=2)
     changes = await client(gmail_http, gmail_server).list_changes(None)
     assert [r.id for r in changes.refs] == ids
-    assert len([r for r in gmail_server.api_requests("/gmail/v1/users/me/messages") if r.query.get("pageToken") == ["10"]]) == 3
+    assert (
+        len(
+            [
+                r
+                for r in gmail_server.api_requests("/gmail/v1/users/me/messages")
+                if r.query.get("pageToken") == ["10"]
+            ]
+        )
+        == 3
+    )
     assert gmail_http.retries == 2
 
 
-async def test_long_retry_after_ends_as_throttled(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_long_retry_after_ends_as_throttled(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     fill(gmail_server, 3)
     gmail_server.fail("/messages", 429, RATE_LIMITED, retry_after="3600")
     with pytest.raises(CloudThrottled) as caught:
@@ -115,7 +142,9 @@ async def test_long_retry_after_ends_as_throttled(gmail_server: FakeGmail, gmail
     assert caught.value.retry_at > 0
 
 
-async def test_reset_mid_page_neither_skips_nor_repeats(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_reset_mid_page_neither_skips_nor_repeats(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     ids = fill(gmail_server, 30)
     fault = gmail_server.fail("pageToken=10", reset=True)
     changes = await client(gmail_http, gmail_server).list_changes(None)
@@ -123,7 +152,9 @@ async def test_reset_mid_page_neither_skips_nor_repeats(gmail_server: FakeGmail,
     assert fault.times == 0 and gmail_http.retries == 1
 
 
-async def test_never_more_than_four_in_flight(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_never_more_than_four_in_flight(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     ids = fill(gmail_server, 30)
     gmail_server.latency_s = 0.05
     refs = await client(gmail_http, gmail_server).refs_with_headers(ids)
@@ -131,7 +162,9 @@ async def test_never_more_than_four_in_flight(gmail_server: FakeGmail, gmail_htt
     assert gmail_server.max_in_flight == 4
 
 
-async def test_expired_access_token_is_refreshed_once(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_expired_access_token_is_refreshed_once(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     ids = fill(gmail_server, 20)
     gmail = client(gmail_http, gmail_server)
     gmail_server.expire_access_tokens()
@@ -166,29 +199,56 @@ def _part(mime: str, data: bytes, charset: str = "UTF-8") -> dict[str, object]:
 
 
 def test_alternative_prefers_plain_unless_empty() -> None:
-    plain = {"id": "1", "payload": {"mimeType": "multipart/alternative", "parts": [
-        _part("text/plain", b"Plain body"), _part("text/html", b"<p>HTML body</p>")]}}
+    plain = {
+        "id": "1",
+        "payload": {
+            "mimeType": "multipart/alternative",
+            "parts": [_part("text/plain", b"Plain body"), _part("text/html", b"<p>HTML body</p>")],
+        },
+    }
     assert parse_message(plain)[0].body == "Plain body"
-    empty = {"id": "2", "payload": {"mimeType": "multipart/alternative", "parts": [
-        _part("text/plain", b"  \r\n"), _part("text/html", b"<p>HTML <b>body</b></p><style>p{}</style>")]}}
+    empty = {
+        "id": "2",
+        "payload": {
+            "mimeType": "multipart/alternative",
+            "parts": [
+                _part("text/plain", b"  \r\n"),
+                _part("text/html", b"<p>HTML <b>body</b></p><style>p{}</style>"),
+            ],
+        },
+    }
     assert parse_message(empty)[0].body == "HTML body"
 
 
 def test_nested_parts_and_charsets() -> None:
     latin = "Grüße aus Köln".encode("iso-8859-1")
-    data = {"id": "3", "payload": {"mimeType": "multipart/mixed", "parts": [
-        {"mimeType": "multipart/alternative", "parts": [
-            _part("text/plain", latin, "iso-8859-1"), _part("text/html", b"<p>x</p>")]},
-        _part("text/plain", "Zweiter Teil".encode("utf-8")),
-        _part("text/plain", b"unknown charset", "x-no-such-charset"),
-    ]}}
+    data = {
+        "id": "3",
+        "payload": {
+            "mimeType": "multipart/mixed",
+            "parts": [
+                {
+                    "mimeType": "multipart/alternative",
+                    "parts": [
+                        _part("text/plain", latin, "iso-8859-1"),
+                        _part("text/html", b"<p>x</p>"),
+                    ],
+                },
+                _part("text/plain", b"Zweiter Teil"),
+                _part("text/plain", b"unknown charset", "x-no-such-charset"),
+            ],
+        },
+    }
     body = parse_message(data)[0].body
     assert body == "Grüße aus Köln\n\nZweiter Teil\n\nunknown charset"
 
 
 def test_quoted_history_is_cut_and_forwards_are_kept() -> None:
     reply = "Thursday works.\n\nOn Mon, Nov 3, 2026 at 9:00 AM Dana <d@c.com> wrote:\n> Can we meet?\n> Also the secret plan\n"
-    assert parse_message({"id": "4", "payload": _part("text/plain", reply.encode())})[0].body == "Thursday works."
+    assert (
+        parse_message({"id": "4", "payload": _part("text/plain", reply.encode())})[0].body
+        == "Thursday works."
+    )
     forward = "FYI\n\n---------- Forwarded message ---------\nFrom: Bob <b@x.com>\nSubject: Budget\n\nThe budget is due Friday.\n"
     body = parse_message({"id": "5", "payload": _part("text/plain", forward.encode())})[0].body
     assert body.startswith("FYI") and "The budget is due Friday." in body
@@ -197,17 +257,25 @@ def test_quoted_history_is_cut_and_forwards_are_kept() -> None:
 def _docx(text: str) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("word/document.xml", docx_document_xml(f"<w:p><w:r><w:t>{text}</w:t></w:r></w:p>"))
+        zf.writestr(
+            "word/document.xml", docx_document_xml(f"<w:p><w:r><w:t>{text}</w:t></w:r></w:p>")
+        )
     return buf.getvalue()
 
 
-async def test_attachments_through_the_local_extractors(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_attachments_through_the_local_extractors(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     mid = gmail_server.add_message(
         subject="Docs",
         text="See attached.",
         attachments=(
             ("report.pdf", "application/pdf", pdf_bytes(["Revenue grew 12%"])),
-            ("notes.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", _docx("Ship on Monday")),
+            (
+                "notes.docx",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                _docx("Ship on Monday"),
+            ),
             ("todo.txt", "text/plain", b"buy milk"),
             ("photo.png", "image/png", b"\x89PNG...."),
             ("big.txt", "text/plain", b"x" * 5000),
@@ -227,9 +295,14 @@ async def test_attachments_through_the_local_extractors(gmail_server: FakeGmail,
     assert len(fetched) == 3  # never the skipped ones
 
 
-async def test_inline_attachment_data_is_used(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+async def test_inline_attachment_data_is_used(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
     mid = gmail_server.add_message(
-        subject="inline", text="x", attachments=(("a.txt", "text/plain", b"inline text"),), inline_attachment_data=True
+        subject="inline",
+        text="x",
+        attachments=(("a.txt", "text/plain", b"inline text"),),
+        inline_attachment_data=True,
     )
     message = await client(gmail_http, gmail_server).get_message(mid)
     assert message.attachments[0].text == "inline text"

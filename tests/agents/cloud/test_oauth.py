@@ -56,7 +56,9 @@ def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-async def test_google_sign_in_by_get(gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser) -> None:
+async def test_google_sign_in_by_get(
+    gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser
+) -> None:
     printed: list[str] = []
     bundle = await sign_in("gmail", settings, timeout_s=30, out=printed.append)
     assert bundle.refresh_token in gmail_server.refresh_tokens
@@ -68,12 +70,19 @@ async def test_google_sign_in_by_get(gmail_server: FakeGmail, settings: CloudSet
     assert q["code_challenge_method"] == "S256" and len(q["code_challenge"]) == 43
     assert q["access_type"] == "offline" and q["prompt"] == "consent"
     assert "gmail.readonly" in q["scope"]
-    assert "client_secret" in gmail_server.token_forms[-1] and "code_verifier" in gmail_server.token_forms[-1]
+    assert (
+        "client_secret" in gmail_server.token_forms[-1]
+        and "code_verifier" in gmail_server.token_forms[-1]
+    )
     assert bundle.access_token not in repr(bundle) and bundle.refresh_token not in repr(bundle)
 
 
-async def test_microsoft_sign_in_by_form_post(graph_server: FakeGraph, settings: CloudSettings, browser: FakeBrowser) -> None:
-    bundle = await sign_in("outlook", settings, timeout_s=30, response_mode="form_post", out=lambda _: None)
+async def test_microsoft_sign_in_by_form_post(
+    graph_server: FakeGraph, settings: CloudSettings, browser: FakeBrowser
+) -> None:
+    bundle = await sign_in(
+        "outlook", settings, timeout_s=30, response_mode="form_post", out=lambda _: None
+    )
     assert bundle.refresh_token in graph_server.refresh_tokens
     q = query(browser.opened[0])
     assert q["redirect_uri"].startswith("http://localhost:")
@@ -81,7 +90,9 @@ async def test_microsoft_sign_in_by_form_post(graph_server: FakeGraph, settings:
     assert "client_secret" not in graph_server.token_forms[-1]  # a public client
 
 
-async def test_stray_requests_do_not_end_the_sign_in(gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser) -> None:
+async def test_stray_requests_do_not_end_the_sign_in(
+    gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser
+) -> None:
     def user(url: str) -> None:
         redirect = query(url)["redirect_uri"]
         assert httpx.get(redirect + "/favicon.ico").status_code == 404
@@ -93,20 +104,26 @@ async def test_stray_requests_do_not_end_the_sign_in(gmail_server: FakeGmail, se
     assert bundle.refresh_token
 
 
-async def test_wrong_state_is_rejected(gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser) -> None:
+async def test_wrong_state_is_rejected(
+    gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser
+) -> None:
     gmail_server.tamper_state = True
     with pytest.raises(SignInFailed, match="wrong state"):
         await sign_in("google", settings, timeout_s=30, out=lambda _: None)
     assert gmail_server.token_forms == []  # the code was never exchanged
 
 
-async def test_refused_sign_in(graph_server: FakeGraph, settings: CloudSettings, browser: FakeBrowser) -> None:
+async def test_refused_sign_in(
+    graph_server: FakeGraph, settings: CloudSettings, browser: FakeBrowser
+) -> None:
     graph_server.deny = True
     with pytest.raises(SignInFailed, match="access_denied"):
         await sign_in("microsoft", settings, timeout_s=30, out=lambda _: None)
 
 
-async def test_nobody_signs_in(gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser) -> None:
+async def test_nobody_signs_in(
+    gmail_server: FakeGmail, settings: CloudSettings, browser: FakeBrowser
+) -> None:
     browser.action = None
     with pytest.raises(SignInFailed, match="nobody signed in"):
         await sign_in("google", settings, timeout_s=0.5, out=lambda _: None)
@@ -128,12 +145,16 @@ async def test_expired_access_token_refreshed_once_for_concurrent_callers(
 ) -> None:
     account = connect(gmail_server, vault, "google")
     old = vault.bundles[("google", account)]
-    vault.bundles[("google", account)] = TokenBundle(old.access_token, old.refresh_token, time.time() - 1)
+    vault.bundles[("google", account)] = TokenBundle(
+        old.access_token, old.refresh_token, time.time() - 1
+    )
     tokens = manager.account("google", account)
     got = await asyncio.gather(*(tokens.access_token() for _ in range(5)))
     assert len(set(got)) == 1 and got[0] != old.access_token
     assert gmail_server.refresh_count == 1
-    assert vault.bundles[("google", account)].refresh_token == old.refresh_token  # Google does not rotate
+    assert (
+        vault.bundles[("google", account)].refresh_token == old.refresh_token
+    )  # Google does not rotate
 
 
 async def test_microsoft_rotated_refresh_token_is_saved_and_used_next_time(
@@ -143,7 +164,9 @@ async def test_microsoft_rotated_refresh_token_is_saved_and_used_next_time(
     first = vault.bundles[("microsoft", account)]
     graph_server.expire_access_tokens()
     manager = TokenManager(vault, settings, tmp_path / "locks")
-    async with CloudHttp("microsoft", account, manager.account("microsoft", account), settings) as http:
+    async with CloudHttp(
+        "microsoft", account, manager.account("microsoft", account), settings
+    ) as http:
         me = await http.get_json(f"{graph_server.api_base}/me")
     await manager.aclose()
     assert me["mail"] == account
@@ -190,7 +213,8 @@ async def test_two_processes_refresh_once(
     b = TokenManager(vault, settings, tmp_path / "locks")
     stale = vault.bundles[("microsoft", account)].access_token
     got = await asyncio.gather(
-        a.account("microsoft", account).refreshed(stale), b.account("microsoft", account).refreshed(stale)
+        a.account("microsoft", account).refreshed(stale),
+        b.account("microsoft", account).refreshed(stale),
     )
     await a.aclose()
     await b.aclose()
@@ -215,9 +239,13 @@ async def test_revoked_microsoft_token_needs_reconnect(
 async def test_revoked_google_token_ends_a_request(
     gmail_server: FakeGmail, vault: MemoryVault, gmail_http: CloudHttp
 ) -> None:
-    gmail_server.revoke({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+    gmail_server.revoke(
+        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+    )
     gmail_server.expire_access_tokens()
-    with pytest.raises(NeedsReconnect, match=r"reconnect your Google account .*Token has been expired or revoked"):
+    with pytest.raises(
+        NeedsReconnect, match=r"reconnect your Google account .*Token has been expired or revoked"
+    ):
         await gmail_http.get_json(f"{gmail_server.api_base}/users/me/profile")
 
 
@@ -232,7 +260,9 @@ async def test_token_endpoint_outage_keeps_the_token(
     assert vault.bundles[("google", account)] == before and vault.saves == []
 
 
-async def test_misconfigured_client(graph_server: FakeGraph, vault: MemoryVault, settings: CloudSettings, tmp_path: Path) -> None:
+async def test_misconfigured_client(
+    graph_server: FakeGraph, vault: MemoryVault, settings: CloudSettings, tmp_path: Path
+) -> None:
     account = connect(graph_server, vault, "microsoft")
     wrong = CloudSettings(**{**settings.__dict__, "microsoft_client_id": "not-registered"})
     manager = TokenManager(vault, wrong, tmp_path / "locks")
@@ -245,18 +275,39 @@ async def test_misconfigured_client(graph_server: FakeGraph, vault: MemoryVault,
 @pytest.mark.parametrize(
     ("status", "body", "kind"),
     [
-        (400, {"error": "invalid_grant", "error_description": "AADSTS700082: The refresh token has expired.\r\nTrace ID: x"}, NeedsReconnect),
+        (
+            400,
+            {
+                "error": "invalid_grant",
+                "error_description": "AADSTS700082: The refresh token has expired.\r\nTrace ID: x",
+            },
+            NeedsReconnect,
+        ),
         (400, {"error": "invalid_grant", "error_codes": [70008]}, NeedsReconnect),
-        (400, {"error": "interaction_required", "error_description": "AADSTS50076: MFA required"}, NeedsReconnect),
-        (400, {"error": "invalid_grant", "error_description": "AADSTS65001: consent"}, NeedsReconnect),
-        (400, {"error": "invalid_request", "error_description": "AADSTS700025: Client is public"}, CloudConfigError),
+        (
+            400,
+            {"error": "interaction_required", "error_description": "AADSTS50076: MFA required"},
+            NeedsReconnect,
+        ),
+        (
+            400,
+            {"error": "invalid_grant", "error_description": "AADSTS65001: consent"},
+            NeedsReconnect,
+        ),
+        (
+            400,
+            {"error": "invalid_request", "error_description": "AADSTS700025: Client is public"},
+            CloudConfigError,
+        ),
         (400, {"error": "invalid_client", "error_codes": [50011]}, CloudConfigError),
         (401, {"error": "invalid_client"}, CloudConfigError),
         (500, {"error": "server_error"}, CloudUnavailable),
         (429, None, CloudUnavailable),
     ],
 )
-def test_token_errors_fall_in_three_kinds(status: int, body: dict[str, Any] | None, kind: type[Exception]) -> None:
+def test_token_errors_fall_in_three_kinds(
+    status: int, body: dict[str, Any] | None, kind: type[Exception]
+) -> None:
     error = classify_token_error("microsoft", "me@contoso.com", status, body)
     assert type(error) is kind
     if isinstance(error, NeedsReconnect):
@@ -265,8 +316,12 @@ def test_token_errors_fall_in_three_kinds(status: int, body: dict[str, Any] | No
 
 
 async def test_tokens_never_reach_the_log(
-    graph_server: FakeGraph, vault: MemoryVault, settings: CloudSettings, browser: FakeBrowser,
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    graph_server: FakeGraph,
+    vault: MemoryVault,
+    settings: CloudSettings,
+    browser: FakeBrowser,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     printed: list[str] = []
@@ -274,7 +329,9 @@ async def test_tokens_never_reach_the_log(
     vault.bundles[("microsoft", "me@contoso.com")] = bundle
     graph_server.expire_access_tokens()
     manager = TokenManager(vault, settings, tmp_path / "locks")
-    async with CloudHttp("microsoft", "me@contoso.com", manager.account("microsoft", "me@contoso.com"), settings) as http:
+    async with CloudHttp(
+        "microsoft", "me@contoso.com", manager.account("microsoft", "me@contoso.com"), settings
+    ) as http:
         await http.get_json(f"{graph_server.api_base}/me")
     graph_server.revoke()
     graph_server.expire_access_tokens()
@@ -284,7 +341,11 @@ async def test_tokens_never_reach_the_log(
         )
     await manager.aclose()
     assert "refreshed the microsoft access token" in caplog.text
-    secrets = [*graph_server.access_tokens, bundle.refresh_token, *[s.refresh_token for _, _, s in vault.saves]]
+    secrets = [
+        *graph_server.access_tokens,
+        bundle.refresh_token,
+        *[s.refresh_token for _, _, s in vault.saves],
+    ]
     assert len(secrets) >= 3
     for secret in secrets:
         assert secret and secret not in caplog.text
