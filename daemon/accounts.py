@@ -21,12 +21,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-import builtins
 from typing import Any
 
 from agents.cloud.oauth import TokenBundle

@@ -339,8 +339,9 @@ class GmailClient:
             s == address or (s.startswith("@") and address.endswith(s)) for s in self._senders
         )
 
-    async def get_message(self, message_id: str) -> Message:
+    async def get_message(self, ref: MessageRef | str) -> Message:
         """The message with its body and attachment texts. CloudRejected(404) if gone."""
+        message_id = ref if isinstance(ref, str) else ref.id
         data = await self._http.get_json(
             f"{self._base}/messages/{quote(message_id, safe='')}", params={"format": "full"}
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -165,6 +165,10 @@ class OutlookClient:
             if not isinstance(next_link, str) or not next_link:
                 raise CloudRejected(200, "noDeltaLink", "a delta page had neither link")
             url = next_link
+
+    async def refs_with_headers(self, refs: Iterable[MessageRef]) -> list[MessageRef]:
+        """The refs as they are: the listing already carried the headers."""
+        return list(refs)
 
     async def get_message(self, ref: MessageRef | str) -> Message:
         """One message with its body as text. CloudRejected(404) if it is gone."""

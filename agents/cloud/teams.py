@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -158,6 +158,10 @@ class TeamsClient:
             if not isinstance(link, str) or not link:
                 return messages
             url = link
+
+    async def refs_with_headers(self, refs: Iterable[MessageRef]) -> list[MessageRef]:
+        """The refs as they are: the listing already carried the headers."""
+        return list(refs)
 
     async def get_message(self, ref: MessageRef | str) -> Message:
         """One chat message with its text. CloudRejected(404) if it is gone."""

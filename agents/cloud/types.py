@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agents.cloud.text import clip
+
 __all__ = ["Attachment", "Changes", "Message", "MessageRef"]
 
 
@@ -54,6 +56,19 @@ class Message:
     body: str
     headers: dict[str, str] = field(default_factory=dict)
     attachments: tuple[Attachment, ...] = ()
+
+    def as_text(self, max_chars: int = 8000) -> tuple[str, bool]:
+        """Headers, body and attachment texts as one text of at most ``max_chars``,
+        and whether anything was cut. This is untrusted content: the caller marks it so.
+        """
+        lines = [f"{name}: {value}" for name, value in self.headers.items() if value]
+        parts = ["\n".join(lines), self.body.strip()]
+        for att in self.attachments:
+            if att.text and att.text.strip():
+                parts.append(f"[attachment {att.filename}]\n{att.text.strip()}")
+            else:
+                parts.append(f"[attachment {att.filename}: {att.skipped or 'no text'}]")
+        return clip("\n\n".join(p for p in parts if p), max_chars)
 
 
 @dataclass(frozen=True)

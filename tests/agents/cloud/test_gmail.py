@@ -10,7 +10,8 @@ import pytest
 
 from agents.cloud.gmail import GmailClient, GmailCursor, decode_b64url, parse_message
 from agents.cloud.http import CloudHttp
-from agents.errors import CloudThrottled
+from agents.cloud.types import Message, MessageRef
+from agents.errors import CloudRejected, CloudThrottled, NeedsReconnect
 from tests.agents.local_dir.builders import docx_document_xml, pdf_bytes
 from tests.support.fake_google import RATE_LIMITED, USER_RATE_403, FakeGmail, b64url
 
@@ -307,3 +308,42 @@ async def test_inline_attachment_data_is_used(
     message = await client(gmail_http, gmail_server).get_message(mid)
     assert message.attachments[0].text == "inline text"
     assert not [r for r in gmail_server.api_requests() if "/attachments/" in r.path]
+
+
+async def test_a_second_401_needs_reconnect(gmail_server: FakeGmail, gmail_http: CloudHttp) -> None:
+    body = {
+        "error": {
+            "code": 401,
+            "message": "Request had invalid authentication credentials.",
+            "status": "UNAUTHENTICATED",
+        }
+    }
+    gmail_server.fail("/profile", 401, body, times=2)
+    with pytest.raises(NeedsReconnect, match="freshly refreshed"):
+        await gmail_http.get_json(f"{gmail_server.api_base}/users/me/profile")
+    assert gmail_server.refresh_count == 1
+
+
+async def test_other_client_errors_are_rejected_with_the_reason(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
+    gmail_server.fail(
+        "/profile",
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "Invalid label",
+                "errors": [{"reason": "invalidArgument"}],
+            }
+        },
+    )
+    with pytest.raises(CloudRejected) as caught:
+        await gmail_http.get_json(f"{gmail_server.api_base}/users/me/profile")
+    assert (caught.value.status, caught.value.code) == (400, "invalidArgument")
+
+
+def test_message_text_is_capped_for_the_model() -> None:
+    message = Message(MessageRef("gmail", "1"), "word " * 5000, {"From": "Dana", "Subject": "Q3"})
+    text, cut = message.as_text(8000)
+    assert cut and len(text) <= 8000 and text.startswith("From: Dana\nSubject: Q3\n\nword")
