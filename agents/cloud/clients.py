@@ -7,7 +7,9 @@ Rules:
   :class:`~agents.cloud.teams.TeamsClient`, each over its own
   :class:`~agents.cloud.http.CloudHttp` (so each account has its 4 requests in
   flight) with tokens from the shared :class:`~agents.cloud.oauth.TokenManager`;
-  ``outlook`` and ``teams`` share the account's ``microsoft`` credential.
+  ``outlook`` and ``teams`` share the account's ``microsoft`` credential. Gmail
+  attachments are extracted by ``extract`` (the composition root passes
+  ``functools.partial(agents.local_dir.extract.extract_bytes, max_bytes=...)``).
 - Every client follows :class:`MessageClient`: ``list_changes`` (refs since a cursor,
   and the next cursor, never persisted here), ``refs_with_headers`` (Gmail fetches
   them; Graph listings already carry them) and ``get_message`` (one body).
@@ -19,7 +21,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Protocol
 
-from agents.cloud.gmail import GmailClient
+from agents.cloud.gmail import Extractor, GmailClient
 from agents.cloud.graph import OutlookClient
 from agents.cloud.http import CloudHttp
 from agents.cloud.oauth import TokenManager
@@ -56,6 +58,7 @@ async def open_client(
     senders: Sequence[str] = (),
     folders: Sequence[str] = ("inbox",),
     max_attachment_bytes: int = 10 * MiB,
+    extract: Extractor | None = None,
 ) -> AsyncIterator[MessageClient]:
     """A client for ``kind`` (gmail, outlook, teams) on ``account``; closes its HTTP client."""
     if kind not in KINDS:
@@ -70,6 +73,7 @@ async def open_client(
                 label_ids=labels,
                 senders=senders,
                 max_attachment_bytes=max_attachment_bytes,
+                extract=extract,
             )
         elif kind == "outlook":
             client = OutlookClient(http, settings.graph_api_base, folders=folders)

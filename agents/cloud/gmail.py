@@ -20,8 +20,11 @@ Rules:
   without padding, decoded with the part's charset (UTF-8 if none or unknown).
   Quoted reply history is cut, forwarded content kept. Parts with a filename or an
   ``attachmentId`` are attachments: PDF, DOCX and TXT up to ``max_attachment_bytes``
-  are fetched and extracted with the local-file extractors; others are listed as
-  skipped with the reason.
+  are fetched and turned into text by the injected ``extract(name, data)`` (the
+  composition root passes the local-file extractors,
+  ``agents.local_dir.extract.extract_bytes``; this package does not name the local
+  directory). Without one, or for other types, they are listed as skipped with the
+  reason.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +49,9 @@ from agents.cloud.text import html_to_text, strip_quoted
 from agents.cloud.types import Attachment, Changes, Message, MessageRef
 from agents.errors import CloudRejected, ExtractError
 
-__all__ = ["GmailClient", "GmailCursor", "decode_b64url", "parse_message"]
+__all__ = ["Extractor", "GmailClient", "GmailCursor", "decode_b64url", "parse_message"]
+
+Extractor = Callable[[str, bytes], str]  # (file name, content) -> text; raises ExtractError
 
 MiB = 1024 * 1024
 PROVIDER = "gmail"
@@ -216,6 +221,7 @@ class GmailClient:
         label_ids: Sequence[str] = (),
         senders: Sequence[str] = (),
         max_attachment_bytes: int = 10 * MiB,
+        extract: Extractor | None = None,
         page_size: int = 100,
         clock: Any = time.time,
     ) -> None:
@@ -224,6 +230,7 @@ class GmailClient:
         self._labels = tuple(label_ids)
         self._senders = tuple(s.strip().lower() for s in senders if s.strip())
         self._max_attachment = max_attachment_bytes
+        self._extract = extract
         self._page_size = page_size
         self._clock = clock
         self.bodies_fetched = 0
@@ -356,7 +363,7 @@ class GmailClient:
         body = part.get("body") or {}
         size = int(body.get("size") or 0) if isinstance(body, dict) else 0
         ext = os.path.splitext(name)[1].lower()
-        if ext not in ATTACHMENT_TYPES:
+        if ext not in ATTACHMENT_TYPES or self._extract is None:
             return Attachment(name, mime, size, skipped=f"{ext or 'no extension'} not extracted")
         if size > self._max_attachment:
             return Attachment(name, mime, size, skipped="over the attachment size limit")
@@ -371,10 +378,10 @@ class GmailClient:
             )
             data_b64 = fetched.get("data")
         raw = decode_b64url(data_b64) if isinstance(data_b64, str) else b""
-        from agents.local_dir.extract import extract_bytes
-
+        if len(raw) > self._max_attachment:
+            return Attachment(name, mime, len(raw), skipped="over the attachment size limit")
         try:
-            text = await asyncio.to_thread(extract_bytes, name, raw, max_bytes=self._max_attachment)
+            text = await asyncio.to_thread(self._extract, name, raw)
         except ExtractError as exc:
             return Attachment(name, mime, len(raw), skipped=str(exc))
         return Attachment(name, mime, len(raw), text=text)

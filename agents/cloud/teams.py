@@ -7,7 +7,8 @@ Rules:
   messages included, so they are not fetched again).
 - ``me/chats?$expand=lastMessagePreview`` (every page) lists the chats; a chat whose
   preview is missing or not newer than its cursor (or than the look-back start for
-  a chat without one) is quiet and skipped.
+  a chat without one) is quiet and skipped. (So an edit of an older message in a
+  chat without new messages is not looked for: Graph offers no cheaper signal.)
 - Per active chat: ``me/chats/{id}/messages?$top=50&$orderby=lastModifiedDateTime desc
   &$filter=lastModifiedDateTime gt <cursor>``, every page (the chats concurrently;
   the account's HTTP client caps requests in flight).

@@ -22,6 +22,7 @@ _FORWARD = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _BLANKS = re.compile(r"\n{3,}")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def html_to_text(html: str) -> str:
@@ -33,9 +34,7 @@ def html_to_text(html: str) -> str:
     try:
         text = get_text(html)
     except Exception:  # lxml refuses some inputs (e.g. only a processing instruction)
-        from agents.local_dir.extract import html_to_text as fallback
-
-        return fallback(html)
+        text = _TAG.sub(" ", html)
     lines = [line.rstrip() for line in text.splitlines()]
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
 

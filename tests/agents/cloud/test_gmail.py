@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
@@ -12,6 +13,7 @@ from agents.cloud.gmail import GmailClient, GmailCursor, decode_b64url, parse_me
 from agents.cloud.http import CloudHttp
 from agents.cloud.types import Message, MessageRef
 from agents.errors import CloudRejected, CloudThrottled, NeedsReconnect
+from agents.local_dir.extract import extract_bytes
 from tests.agents.local_dir.builders import docx_document_xml, pdf_bytes
 from tests.support.fake_google import RATE_LIMITED, USER_RATE_403, FakeGmail, b64url
 
@@ -282,7 +284,8 @@ async def test_attachments_through_the_local_extractors(
             ("big.txt", "text/plain", b"x" * 5000),
         ),
     )
-    gmail = client(gmail_http, gmail_server, max_attachment_bytes=4096)
+    extract = functools.partial(extract_bytes, max_bytes=4096)
+    gmail = client(gmail_http, gmail_server, max_attachment_bytes=4096, extract=extract)
     message = await gmail.get_message(mid)
     assert message.body == "See attached."
     by_name = {a.filename: a for a in message.attachments}
@@ -305,7 +308,7 @@ async def test_inline_attachment_data_is_used(
         attachments=(("a.txt", "text/plain", b"inline text"),),
         inline_attachment_data=True,
     )
-    message = await client(gmail_http, gmail_server).get_message(mid)
+    message = await client(gmail_http, gmail_server, extract=extract_bytes).get_message(mid)
     assert message.attachments[0].text == "inline text"
     assert not [r for r in gmail_server.api_requests() if "/attachments/" in r.path]
 
@@ -347,3 +350,14 @@ def test_message_text_is_capped_for_the_model() -> None:
     message = Message(MessageRef("gmail", "1"), "word " * 5000, {"From": "Dana", "Subject": "Q3"})
     text, cut = message.as_text(8000)
     assert cut and len(text) <= 8000 and text.startswith("From: Dana\nSubject: Q3\n\nword")
+
+
+async def test_without_an_extractor_attachments_are_listed_not_read(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
+    mid = gmail_server.add_message(
+        subject="a", text="b", attachments=(("a.txt", "text/plain", b"x"),)
+    )
+    message = await client(gmail_http, gmail_server).get_message(mid)
+    assert message.attachments[0].text is None and message.attachments[0].skipped
+    assert not [r for r in gmail_server.api_requests() if "/attachments/" in r.path]
