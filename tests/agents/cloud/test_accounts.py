@@ -18,6 +18,7 @@ from agents.cloud.http import CloudHttp
 from agents.cloud.oauth import TokenManager
 from daemon.accounts import Accounts, cloud_settings, secret_key
 from daemon.config import load_config
+from daemon.errors import ConfigError
 from daemon.paths import Paths
 from tests.support.fake_google import FakeGmail
 from tests.support.fake_microsoft import FakeGraph
@@ -45,6 +46,18 @@ def test_config_section_and_env(paths: Paths) -> None:
     assert settings.gmail_api_base == "http://127.0.0.1:9/gmail/v1"
     assert settings.microsoft_client_id == "abc"
     assert settings.graph_api_base == "https://graph.microsoft.com/v1.0"
+
+
+def test_config_file_section(paths: Paths) -> None:
+    paths.config_toml.write_text(
+        '[cloud]\ngoogle_client_id = "from-file"\ngoogle_client_secret = "hunter2-secret"\n'
+    )
+    config = load_config(paths, {"TETHER_GOOGLE_CLIENT_ID": "from-env"})
+    assert config.cloud.google_client_id == "from-env"
+    assert "hunter2-secret" not in repr(config)
+    paths.config_toml.write_text('[cloud]\ngoogle_clientid = "x"\n')
+    with pytest.raises(ConfigError, match="did you mean 'google_client_id'"):
+        load_config(paths, {})
 
 
 def test_put_credentials_aliases_and_bad_input(paths: Paths) -> None:

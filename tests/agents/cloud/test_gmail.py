@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import io
 import json
@@ -10,7 +11,7 @@ import zipfile
 import pytest
 
 from agents.cloud.gmail import GmailClient, GmailCursor, decode_b64url, parse_message
-from agents.cloud.http import CloudHttp
+from agents.cloud.http import CloudHttp, parse_retry_after
 from agents.cloud.types import Message, MessageRef
 from agents.errors import CloudRejected, CloudThrottled, NeedsReconnect
 from agents.local_dir.extract import extract_bytes
@@ -361,3 +362,33 @@ async def test_without_an_extractor_attachments_are_listed_not_read(
     message = await client(gmail_http, gmail_server).get_message(mid)
     assert message.attachments[0].text is None and message.attachments[0].skipped
     assert not [r for r in gmail_server.api_requests() if "/attachments/" in r.path]
+
+
+async def test_label_filter_on_list_and_history(
+    gmail_server: FakeGmail, gmail_http: CloudHttp
+) -> None:
+    work = gmail_server.add_message(subject="w", text="x", labels=("INBOX", "Label_7"))
+    gmail_server.add_message(subject="other", text="y")
+    gmail = client(gmail_http, gmail_server, label_ids=["Label_7"])
+    first = await gmail.list_changes(None)
+    assert [r.id for r in first.refs] == [work]
+    assert gmail_server.api_requests("/gmail/v1/users/me/messages")[0].query["labelIds"] == [
+        "Label_7"
+    ]
+    later = gmail_server.add_message(subject="w2", text="x", labels=("Label_7",))
+    gmail_server.add_message(subject="other2", text="y")
+    second = await gmail.list_changes(first.cursor)
+    assert [r.id for r in second.refs] == [later]
+    assert gmail_server.api_requests("/gmail/v1/users/me/history")[0].query["labelId"] == [
+        "Label_7"
+    ]
+
+
+def test_retry_after_forms() -> None:
+    now = 1_800_000_000.0
+    assert parse_retry_after("2.5", now) == 2.5
+    assert parse_retry_after("0", now) == 0.0
+    assert parse_retry_after("-3", now) == 0.0
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == 30.0
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
+    assert parse_retry_after("nan", now) is None
