@@ -12,7 +12,7 @@ from daemon.errors import NotRunning
 from daemon.pairing import read_or_create_token
 from daemon.runtime import read_runtime
 
-from .common import load
+from .common import load_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -23,11 +23,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths, _ = load()
+    settings = load_settings()
+    paths = settings.paths
     info = read_runtime(paths)
     if info is None:
         raise NotRunning("the tether daemon is not running (start it with: daemon run)")
-    token = read_or_create_token(paths.ensure())
+    token = read_or_create_token(paths.ensure(), settings.token)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     return asyncio.run(_serve(f"ws://127.0.0.1:{info.port}/", token, args.db, args.device_id))
 

@@ -13,12 +13,13 @@ import sys
 from typing import Any
 
 from daemon import __version__
+from daemon.config import Settings
 from daemon.logs import register_secret, setup_logging
 from daemon.pairing import read_or_create_token
 from daemon.paths import Paths
 from daemon.runtime import InstanceLock, RuntimeInfo, pid_alive, remove_runtime, write_runtime
 
-from .common import load
+from .common import load_settings
 
 log = logging.getLogger("tether.cli")
 
@@ -42,26 +43,26 @@ def run(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.allow_remote:
         overrides["allow_remote"] = True
-    paths, config = load(overrides)
+    settings = load_settings(overrides)
+    paths, config = settings.paths, settings.config
     paths.ensure()
     setup_logging(paths, config.log_level, stderr=args.log_stderr)
     lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunning names the running pid and port
     try:
-        token = read_or_create_token(paths)
-        register_secret(token)
-        register_secret(config.llm.api_key)
-        register_secret(os.environ.get("TETHER_API_KEY"))
-        return asyncio.run(_serve(args, paths, config, token))
+        # Redaction: pairing registers the token, load_config the configured API key.
+        token = read_or_create_token(paths, settings.token)
+        return asyncio.run(_serve(args, settings, token))
     finally:
         lock.release()
 
 
-async def _serve(args: argparse.Namespace, paths: Paths, config: Any, token: str) -> int:
+async def _serve(args: argparse.Namespace, settings: Settings, token: str) -> int:
     from daemon.app import Daemon
     from daemon.state import StateStore
     from protocol.frames import PROTOCOL_VERSION
 
+    paths, config = settings.paths, settings.config
     state = StateStore.open(paths.state_db)
     daemon = Daemon(config=config, paths=paths, token=token, state=state, pid=os.getpid())
     stop = asyncio.Event()
@@ -81,11 +82,13 @@ async def _serve(args: argparse.Namespace, paths: Paths, config: Any, token: str
             ),
         )
         if args.ready_json:
-            token_file = None if os.environ.get("TETHER_TOKEN") else str(paths.token_file)
+            token_file = None if settings.token else str(paths.token_file)
             ready = {"event": "ready", "port": port, "pid": os.getpid(), "token_file": token_file}
             sys.stdout.write(json.dumps(ready) + "\n")
             sys.stdout.flush()
-        watchers = [asyncio.create_task(_watch_token(paths, daemon, token))]
+        watchers = []
+        if settings.token is None:  # a TETHER_TOKEN cannot be rotated
+            watchers.append(asyncio.create_task(_watch_token(paths, daemon, token)))
         if args.parent_pid:
             watchers.append(asyncio.create_task(_watch_parent(args.parent_pid, stop)))
         await stop.wait()
@@ -108,8 +111,6 @@ async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
 
 async def _watch_token(paths: Paths, daemon: Any, token: str) -> None:
     """``daemon pair --rotate`` writes a new token file: use it, close old sessions."""
-    if os.environ.get("TETHER_TOKEN"):
-        return
     current = token
     while True:
         await asyncio.sleep(2.0)
