@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from agents.cloud.oauth import TokenBundle
@@ -92,7 +93,7 @@ class Accounts:
         self._access: dict[tuple[str, str], tuple[str, float]] = {}
 
     @property
-    def file(self) -> Any:
+    def file(self) -> Path:
         return self._paths.state_dir / "accounts.json"
 
     # -- credentials -------------------------------------------------------------------

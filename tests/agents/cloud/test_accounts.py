@@ -16,7 +16,7 @@ from keyring.backends import fail
 
 from agents.cloud.http import CloudHttp
 from agents.cloud.oauth import TokenManager
-from daemon.accounts import Accounts, cloud_settings, secret_key
+from daemon.accounts import Accounts, AccountState, cloud_settings, secret_key
 from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.paths import Paths
@@ -211,3 +211,19 @@ def test_connect_rejects_a_wrong_state_and_times_out(tmp_path: Path) -> None:
         nobody = daemon(tmp_path, server, "connect", "google", "--timeout", "1", browser="absent")
         assert nobody.returncode == 1 and "nobody signed in within 1 s" in nobody.stderr
         assert "no accounts connected" in daemon(tmp_path, server, "accounts").stdout
+
+
+def test_accounts_lines_say_the_state() -> None:
+    from daemon.cli.accounts import describe
+
+    broken = AccountState(
+        "google", "me@example.com", "needs_reconnect", "invalid_grant: revoked", 2e9, 1.9e9, 12
+    )
+    line = describe(broken, now=1.95e9)
+    assert (
+        "needs reconnect (invalid_grant: revoked)" in line and "throttled until 2033-05-18" in line
+    )
+    assert "last sync 2030-03-17" in line and "12 messages taken in" in line
+    assert "throttled" not in describe(
+        AccountState("microsoft", "a@b", throttled_until=1.0), now=2.0
+    )
