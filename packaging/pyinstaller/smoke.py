@@ -41,9 +41,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from protocol.client import ProtocolClient, ReferenceClient  # noqa: E402
+from protocol.reference import ProtocolClient, ReferenceClient  # noqa: E402
 from protocol.frames import Status  # noqa: E402
-from protocol.sqlite_store import SqliteStore  # noqa: E402
+from protocol.reference import SqliteStore  # noqa: E402
 from tests.support.agent_model import OfficeModel  # noqa: E402
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls  # noqa: E402
 

@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from protocol.client import ReferenceClient
+from protocol.reference import ReferenceClient
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import FakeLLMServer
 

@@ -31,9 +31,9 @@ from daemon.errors import DiskFull
 from daemon.logs import MAX_MESSAGE_CHARS, RedactFilter, register_secret, setup_logging
 from daemon.paths import Paths
 from daemon.state import StateStore, disk_space_warning
-from protocol.client import ProtocolClient
 from protocol.codec import encode
 from protocol.frames import ControlHello, ToolCall
+from protocol.reference import ProtocolClient
 from tests.conftest import DaemonFactory
 from tests.daemon.test_server import (
     device_hello,

@@ -39,8 +39,8 @@ from websockets.exceptions import InvalidStatus
 
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import ProtocolClient, ReferenceClient, RequestFailed
 from protocol.frames import RunComplete, ToolCall
+from protocol.reference import ProtocolClient, ReferenceClient, RequestFailed
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import Call, FakeLLMServer, ToolCalls
 
