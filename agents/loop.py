@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from agents.errors import RunCancelled
+from agents.limits import DEFAULT_LIMITS, LoopLimits
 from agents.llm import LLM, Message, Reply, ToolCall, Usage
 from agents.tools import MutationRecord, ToolContext, ToolOutcome, Toolset
 
@@ -71,23 +72,6 @@ SHORTENED_HEAD = 300  # characters of a shortened message that are kept
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class LoopLimits:
-    """Budgets of one loop (a phase of a run, or one chat request)."""
-
-    max_steps: int = 12
-    max_tool_calls: int = 200
-    context_chars: int = 60_000
-    max_continuations: int = 2
-    max_tokens: int | None = None
-    # Background runs: a reply whose tool calls all succeeded and needed no reading
-    # (writes, notices) ends the loop without asking the model for a closing sentence.
-    finish_after_writes: bool = False
-
-
-DEFAULT_LIMITS = LoopLimits()
-
-
 @dataclass
 class LoopResult:
     """The answer and what it took. ``steps`` counts model calls that offered tools;
@@ -104,6 +88,7 @@ class LoopResult:
     # tool: what the model wanted written and the client never confirmed.
     failed_writes: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # to records the user owns
 
 
 class _Loop:
@@ -135,6 +120,7 @@ class _Loop:
         self.tools_used: list[str] = []
         self.failed_writes: dict[tuple[str, str], str] = {}  # (tool, item) -> unresolved error
         self.notices: list[str] = []
+        self.changes: list[dict[str, Any]] = []
         self.finished_by_writes = False
 
     def result(self, text: str, stopped: StopReason) -> LoopResult:
@@ -148,6 +134,7 @@ class _Loop:
             tools_used=self.tools_used,
             failed_writes=[f"{name}: {err}" for (name, _), err in self.failed_writes.items()],
             notices=self.notices,
+            changes=self.changes,
         )
 
     async def run(self) -> LoopResult:
@@ -238,6 +225,7 @@ class _Loop:
         for call, outcome in zip(calls, outcomes, strict=True):
             self.mutations.extend(outcome.mutations)
             self.notices.extend(outcome.notices)
+            self.changes.extend(outcome.changes)
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": outcome.text})
             tool = self.toolset.tools.get(call.name)
             informs = informs or tool is None or tool.informs or outcome.is_error

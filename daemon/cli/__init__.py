@@ -18,14 +18,39 @@ from collections.abc import Sequence
 from agents.errors import AgentError
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError, NotRunning
-from protocol.client import ConnectionLost, RequestFailed
-from protocol.errors import ProtocolError
+from protocol.errors import ConnectionLost, ProtocolError, RequestFailed
 
-from . import agents, cancel, dev_client, estimate, pair, run, runs, schema, status, trigger
+from . import (
+    accounts,
+    agents,
+    cancel,
+    connect,
+    dev_client,
+    estimate,
+    pair,
+    run,
+    runs,
+    schema,
+    status,
+    trigger,
+)
 
 __all__ = ["entry", "main"]
 
-VERBS = (run, status, trigger, cancel, estimate, agents, runs, pair, schema, dev_client)
+VERBS = (
+    run,
+    status,
+    trigger,
+    cancel,
+    estimate,
+    agents,
+    runs,
+    pair,
+    schema,
+    dev_client,
+    connect,
+    accounts,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

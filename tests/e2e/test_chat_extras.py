@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from agents.chat import CHART_PROMPT
-from protocol.client import ReferenceClient
 from protocol.frames import Capabilities
-from protocol.sqlite_store import SqliteStore
+from protocol.reference.client import ReferenceClient
+from protocol.reference.sqlite_store import SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
 

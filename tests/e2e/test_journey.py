@@ -18,7 +18,7 @@ import pytest
 
 from agents.journey import FINISH_TOOL
 from protocol.agent_config import GmailAgent, LocalDirectoryAgent
-from protocol.client import ProtocolClient, RequestFailed
+from protocol.reference.client import ProtocolClient, RequestFailed
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
 
