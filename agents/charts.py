@@ -53,46 +53,56 @@ def chart_problem(body: str) -> str | None:
 
 
 def _partial_open(text: str) -> int:
-    """How many trailing characters of ``text`` may begin ``<chart>``."""
-    for size in range(min(len(OPEN) - 1, len(text)), 0, -1):
-        if OPEN.startswith(text[-size:]):
-            return size
-    return 0
+    """How many trailing characters of ``text`` may begin ``<chart>`` (only its last
+    ``<`` can: ``<chart>`` holds one ``<``, at the start)."""
+    start = text.rfind("<", max(0, len(text) - len(OPEN) + 1))
+    if start < 0 or not OPEN.startswith(text[start:]):
+        return 0
+    return len(text) - start
 
 
 class ChartFilter:
-    """Holds chart blocks until they are whole and valid (see the module rules)."""
+    """Holds chart blocks until they are whole and valid (see the module rules).
+
+    Linear in the text fed: an open block is kept as a list of pieces, and only the
+    last few characters are searched again for ``</chart>``."""
 
     def __init__(self) -> None:
-        self._pending = ""  # text not yet forwarded: a partial "<chart>" or an open block
-        self._in_block = False
+        self._pending = ""  # outside a block: a tail that may begin "<chart>"
+        self._block: list[str] | None = None  # inside a block: its pieces so far
+        self._tail = ""  # inside a block: its last characters, to find a split "</chart>"
         self.forwarded = 0
         self.dropped = 0
 
     def feed(self, chunk: str) -> list[str]:
         """The pieces of text to forward now, in order."""
         out: list[str] = []
-        text = self._pending + chunk
-        self._pending = ""
+        text = chunk
         while text:
-            if not self._in_block:
+            if self._block is None:
+                text = self._pending + text
+                self._pending = ""
                 start = text.find(OPEN)
                 if start < 0:
                     keep = _partial_open(text)
                     if keep < len(text):
                         out.append(text[: len(text) - keep])
                     self._pending = text[len(text) - keep :]
-                    break
+                    return out
                 if start:
                     out.append(text[:start])
+                self._block, self._tail = [], ""
                 text = text[start:]
-                self._in_block = True
-            end = text.find(CLOSE)
+            window = self._tail + text
+            end = window.find(CLOSE)
             if end < 0:
-                self._pending = text
-                break
-            block, text = text[: end + len(CLOSE)], text[end + len(CLOSE) :]
-            self._in_block = False
+                self._block.append(text)
+                self._tail = window[-(len(CLOSE) - 1) :]
+                return out
+            cut = end + len(CLOSE) - len(self._tail)  # where the block ends in ``text``
+            self._block.append(text[:cut])
+            block, text = "".join(self._block), text[cut:]
+            self._block, self._tail = None, ""
             problem = chart_problem(block[len(OPEN) : -len(CLOSE)])
             if problem is None:
                 self.forwarded += 1
@@ -104,11 +114,12 @@ class ChartFilter:
     def finish(self) -> list[str]:
         """What is left at the end of the stream: a partial tag is text, an open block
         is dropped."""
-        pending, self._pending = self._pending, ""
-        if self._in_block:
-            self._in_block = False
-            self._drop(pending, "the answer ended before </chart>")
+        if self._block is not None:
+            block = "".join(self._block)
+            self._block, self._tail = None, ""
+            self._drop(block, "the answer ended before </chart>")
             return []
+        pending, self._pending = self._pending, ""
         return [pending] if pending else []
 
     def _drop(self, block: str, problem: str) -> None:

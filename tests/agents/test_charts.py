@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.charts import CHART_TYPES, ChartFilter, chart_problem
 
@@ -77,3 +80,16 @@ def test_text_outside_blocks_is_not_held_back() -> None:
 def test_every_chart_type_is_known() -> None:
     for kind in CHART_TYPES:
         assert chart_problem(json.dumps({"chartType": kind, "data": [{"x": 1}]})) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(ANSWER)), max_size=40))
+def test_any_split_gives_the_same_answer_and_one_whole_block(cuts: list[int]) -> None:
+    points = [0, *sorted(set(cuts)), len(ANSWER)]
+    f = ChartFilter()
+    out: list[str] = []
+    for a, b in itertools.pairwise(points):
+        out += f.feed(ANSWER[a:b])
+    out += f.finish()
+    assert "".join(out) == ANSWER
+    assert [p for p in out if "chart>" in p] == [f"<chart>{CHART}</chart>"]

@@ -17,8 +17,7 @@ import pytest
 
 from agents.chat import CHART_PROMPT
 from protocol.frames import Capabilities
-from protocol.reference.client import ReferenceClient
-from protocol.reference.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
 

@@ -10,6 +10,7 @@ reply, the old template as the starting point with ``agent_id``, idle expiry, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import pytest
 
 from agents.journey import FINISH_TOOL
 from protocol.agent_config import GmailAgent, LocalDirectoryAgent
-from protocol.reference.client import ProtocolClient, RequestFailed
+from protocol.codec import encode
+from protocol.frames import JourneyMessage, _Frame
+from protocol.reference import ProtocolClient, RequestFailed
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
 
@@ -238,9 +241,40 @@ async def test_bad_journey_requests_get_clear_errors(
     with pytest.raises(RequestFailed) as unknown:
         await app.journey_reply("journey-nope", "hi")
     assert unknown.value.code == "not_found"
-    # The app's own shape: journey_reply without an id answers with the session's id.
+
+
+class AppShaped(ProtocolClient):
+    """Keeps the journey messages that come without an id (the app sends none)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.journey: asyncio.Queue[JourneyMessage] = asyncio.Queue()
+
+    async def _on_frame(self, conn: Any, frame: _Frame) -> None:
+        if isinstance(frame, JourneyMessage) and frame.id is None:
+            self.journey.put_nowait(frame)
+            return
+        await super()._on_frame(conn, frame)
+
+
+async def test_a_journey_reply_without_an_id_is_answered_by_session(
+    daemon: DaemonHarness, llm_server: FakeLLMServer
+) -> None:
+    app = AppShaped(daemon.url, daemon.token, client_name="app")
+    daemon.clients.append(app)
+    await app.connect()
     first = await app.journey_start("gmail")
-    await app.send_raw(
-        json.dumps({"type": "journey_reply", "session_id": first.session_id, "message": ""})
+    llm_server.script(Text("Which label?"))
+    reply = {"type": "journey_reply", "session_id": first.session_id, "message": "invoices"}
+    await app.send_raw(json.dumps(reply))
+
+    answer = await asyncio.wait_for(app.journey.get(), 30)
+
+    assert (answer.session_id, answer.message, answer.done) == (
+        first.session_id,
+        "Which label?",
+        False,
     )
-    await app.status()  # a bad frame leaves the session usable
+    assert "id" not in json.loads(encode(answer))
+    await app.send_raw(json.dumps({**reply, "message": ""}))  # a bad frame
+    await app.status()  # leaves the session usable

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from protocol.frames import Capabilities, RunComplete, ToolCall
-from protocol.reference.client import ReferenceClient
-from protocol.reference.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness, wait_until
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
