@@ -22,8 +22,8 @@ from protocol.agent_config import GmailAgent, LocalDirectoryAgent
 from protocol.codec import encode
 from protocol.frames import JourneyMessage, _Frame
 from protocol.reference import ProtocolClient, RequestFailed
-from tests.conftest import DaemonFactory, DaemonHarness
-from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
+from tests.conftest import DaemonFactory, DaemonHarness, wait_until
+from tests.support.llm_server import Call, FakeLLMServer, Hang, Text, ToolCalls
 
 
 @pytest.fixture
@@ -230,6 +230,19 @@ async def test_cancel_ends_a_journey(app: ProtocolClient, llm_server: FakeLLMSer
         await app.journey_reply(first.session_id, "hello?")
     assert gone.value.code == "not_found"
     assert llm_server.calls == 0
+
+
+async def test_cancel_abandons_a_model_call_in_flight(
+    app: ProtocolClient, llm_server: FakeLLMServer
+) -> None:
+    first = await app.journey_start("gmail")
+    llm_server.script(Hang(3))
+    reply = asyncio.create_task(app.journey_reply(first.session_id, "invoices"))
+    await wait_until(lambda: llm_server.in_flight == 1, "the model call")
+    await app.cancel(first.session_id)
+    with pytest.raises(RequestFailed) as cancelled:
+        await reply
+    assert cancelled.value.code == "cancelled"
 
 
 async def test_bad_journey_requests_get_clear_errors(

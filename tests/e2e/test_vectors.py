@@ -225,3 +225,20 @@ async def test_the_state_store_keeps_no_note_content(
     note = app.store.rows("notes")[0]
     version = daemon.daemon.state.get_cursor(f"vectors:{app.device_id}", note["id"])
     assert version == f"{EMBED}|{note['updatedAt']}"
+
+
+async def test_a_note_written_in_chat_is_upserted_after_the_answer(
+    daemon: DaemonHarness, llm_server: FakeLLMServer, tmp_path: Path
+) -> None:
+    app = await connect(daemon, tmp_path / "app.db")
+    llm_server.script(
+        ToolCalls([Call("create_note", {"title": "Ideas", "content": "a podcast"})]),
+        Text("Saved."),
+    )
+    answer = await app.home("note: start a podcast")
+    assert answer.error is None
+    (note,) = app.store.rows("notes")
+    await wait_until(lambda: len(upserts(app)) == 1, "the chat note's vector")
+    (sent,) = upserts(app)
+    assert sent.data == {"id": note["id"], "content": "Ideas\n\na podcast"}
+    assert sent.run_id is None
