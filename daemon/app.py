@@ -301,4 +301,5 @@ class Daemon:
             device_online=bool(self.server.devices),
             devices=sorted(self.server.devices),
             daemon=DaemonInfo(version=__version__, pid=self.server.pid, port=self.server.port),
+            rejected_agents=self.registry.rejected(),
         )

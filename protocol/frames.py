@@ -326,6 +326,7 @@ class Status(_Frame):
     device_online: bool
     devices: list[str] = Field(default_factory=list)
     daemon: DaemonInfo | None = None
+    rejected_agents: list[RejectedAgent] = Field(default_factory=list)
 
 
 class Error(_Frame):

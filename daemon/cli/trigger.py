@@ -11,12 +11,19 @@ from protocol.frames import RunComplete, RunProgress, RunStarted
 
 from .common import control_client, load
 
+EXIT_TIMED_OUT = 4  # documented in daemon.cli
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("trigger", help="start an agent's run now")
     p.add_argument("agent", help="agent id")
     p.add_argument("--wait", action="store_true", help="show progress; exit 0 only on success")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (with --wait)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait (with --wait); the run goes on after it (exit code 4)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -73,7 +80,18 @@ async def _trigger(paths: Any, agent_id: str, wait: bool, timeout: float) -> int
                         sys.stderr.write("\n")
                     return event
 
-        done = await asyncio.wait_for(follow(), timeout)
+        try:
+            done = await asyncio.wait_for(follow(), timeout)
+        except TimeoutError:
+            if tty:
+                sys.stderr.write("\n")
+            print(
+                f"daemon: still running after {timeout:g} s; the run goes on in the daemon. "
+                f"Follow it with `daemon logs --follow --run {ack.run_id}` (or `daemon status`), "
+                f"cancel it with `daemon cancel {ack.run_id}`",
+                file=sys.stderr,
+            )
+            return EXIT_TIMED_OUT
         _summary(done, sys.stdout)
         return 0 if done.status == "success" else 1
     finally:
