@@ -61,14 +61,15 @@ def run(args: argparse.Namespace) -> int:
     from protocol.sqlite_store import SqliteStore
 
     paths = Paths.default()
-    if read_runtime(paths) is None:
-        raise NotRunning("the tether daemon is not running (start it with: daemon run)")
+    seed = _read_seed(args.seed) if args.seed is not None else None
     store = SqliteStore(args.db)
     try:
-        if args.seed is not None:
-            counts = seed_store(store, _read_seed(args.seed))
+        if seed is not None:
+            counts = seed_store(store, seed)
             shown = ", ".join(f"{n} {table}" for table, n in counts.items() if n) or "nothing new"
             print(f"seeded {args.db} from {args.seed}: {shown}", flush=True)
+        if read_runtime(paths) is None:
+            raise NotRunning("the tether daemon is not running (start it with: daemon run)")
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
         return asyncio.run(_serve(paths, store, args.db, args.device_id))
     finally:

@@ -98,18 +98,29 @@ def format_record(record: dict[str, Any]) -> str:
     return text
 
 
-def _files(log_file: Path) -> list[Path]:
-    backups = [log_file.with_name(f"{log_file.name}.{i}") for i in range(LOG_BACKUPS, 0, -1)]
-    return [p for p in (*backups, log_file) if p.exists()]
+def _backups(log_file: Path) -> list[Path]:
+    names = [log_file.with_name(f"{log_file.name}.{i}") for i in range(LOG_BACKUPS, 0, -1)]
+    return [p for p in names if p.exists()]
 
 
-def _read_lines(files: Iterable[Path]) -> Iterator[str]:
-    for path in files:
-        try:
-            with path.open(encoding="utf-8", errors="replace") as fp:
-                yield from (line.rstrip("\n") for line in fp)
-        except OSError:
-            continue
+def _lines_of(fp: IO[bytes]) -> Iterator[str]:
+    """Whole lines from ``fp``'s position on; a partial last line is left unread."""
+    while True:
+        start = fp.tell()
+        chunk = fp.readline()
+        if not chunk:
+            return
+        if not chunk.endswith(b"\n"):
+            fp.seek(start)  # the writer is mid-line: read it next time
+            return
+        yield chunk.decode("utf-8", errors="replace").rstrip("\n")
+
+
+def _open(path: Path) -> IO[bytes] | None:
+    try:
+        return path.open("rb")
+    except OSError:
+        return None
 
 
 def _emit(line: str, args: argparse.Namespace, out: IO[str]) -> bool:
@@ -129,57 +140,63 @@ def run(args: argparse.Namespace) -> int:
         return 0
     keep = args.lines if args.lines > 0 else None
     tail: collections.deque[str] = collections.deque(maxlen=keep)
-    for line in _read_lines(_files(log_file)):
-        record = parse_line(line)
-        if line.strip() and matches(record, run_id=args.run, level=args.level):
-            tail.append(line)
-    for line in tail:
-        _emit(line, args, out)
-    out.flush()
-    if args.run and not tail and not args.follow:
-        print(f"no log lines for run {args.run} (see run ids with: daemon runs)", file=sys.stderr)
-        return 1
-    if args.follow:
-        _follow(log_file, args, out)
+
+    def collect(lines: Iterable[str]) -> None:
+        for line in lines:
+            if line.strip() and matches(parse_line(line), run_id=args.run, level=args.level):
+                tail.append(line)
+
+    current = _open(log_file)  # stays open: --follow goes on from where this read ends
+    try:
+        for backup in _backups(log_file):
+            backup_fp = _open(backup)
+            if backup_fp is not None:
+                with backup_fp:
+                    collect(_lines_of(backup_fp))
+        if current is not None:
+            collect(_lines_of(current))
+        for line in tail:
+            _emit(line, args, out)
+        out.flush()
+        if args.run and not tail and not args.follow:
+            print(
+                f"no log lines for run {args.run} (see run ids with: daemon runs)",
+                file=sys.stderr,
+            )
+            return 1
+        if args.follow:
+            current = _follow(log_file, current, args, out)
+    finally:
+        if current is not None:
+            current.close()
     return 0
 
 
-def _follow(log_file: Path, args: argparse.Namespace, out: IO[str]) -> None:
-    """Print lines appended to ``log_file`` until interrupted; survive rotation."""
-    fp: IO[bytes] | None = None
-    inode: int | None = None
-    pending = b""
-    first = True
-    try:
-        while True:
+def _follow(
+    log_file: Path, fp: IO[bytes] | None, args: argparse.Namespace, out: IO[str]
+) -> IO[bytes] | None:
+    """Print lines appended to ``log_file`` until interrupted; survive rotation.
+    Returns the handle open at the end (the caller closes it)."""
+    inode = os.fstat(fp.fileno()).st_ino if fp is not None else None
+    while True:
+        if fp is None:
+            fp = _open(log_file)
             if fp is None:
-                try:
-                    fp = log_file.open("rb")
-                    inode = os.fstat(fp.fileno()).st_ino
-                except OSError:
-                    time.sleep(FOLLOW_POLL_S)
-                    continue
-                if first:  # what is there was printed above
-                    fp.seek(0, os.SEEK_END)
-                first = False
-                pending = b""
-            chunk = fp.readline()
-            if chunk:
-                pending += chunk
-                if pending.endswith(b"\n"):
-                    line = pending.decode("utf-8", errors="replace").rstrip("\n")
-                    pending = b""
-                    if _emit(line, args, out):
-                        out.flush()
+                time.sleep(FOLLOW_POLL_S)
                 continue
-            time.sleep(FOLLOW_POLL_S)
-            try:
-                now = log_file.stat()
-            except OSError:
-                continue
-            if now.st_ino != inode or now.st_size < fp.tell():
-                fp.close()
-                fp = None  # rotated: read the new file from its start
-    finally:
-        if fp is not None:
+            inode = os.fstat(fp.fileno()).st_ino
+        printed = False
+        for line in _lines_of(fp):
+            printed = _emit(line, args, out) or printed
+        if printed:
+            out.flush()
+        time.sleep(FOLLOW_POLL_S)
+        try:
+            now = log_file.stat()
+        except OSError:
+            continue
+        if now.st_ino != inode or now.st_size < fp.tell():
+            for line in _lines_of(fp):  # the rest of the rotated file first
+                _emit(line, args, out)
             fp.close()
+            fp = None  # then the new file from its start

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
+from protocol.client import ConnectionLost
 from protocol.frames import RunComplete, RunProgress, RunStarted
 
 from .common import control_client, load
@@ -63,7 +64,15 @@ async def _trigger(paths: Any, agent_id: str, wait: bool, timeout: float) -> int
         async def follow() -> RunComplete:
             nonlocal phase
             while True:
-                event = await client.events.get()
+                try:
+                    event = await asyncio.wait_for(client.events.get(), 1.0)
+                except TimeoutError:
+                    if not client.connected:
+                        raise ConnectionLost(
+                            f"lost the daemon while run {ack.run_id} was going on; see how it "
+                            "ended with `daemon runs` once the daemon is back (`daemon status`)"
+                        ) from None
+                    continue
                 if getattr(event, "run_id", None) != ack.run_id:
                     continue
                 if isinstance(event, RunProgress):

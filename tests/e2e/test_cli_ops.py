@@ -270,3 +270,72 @@ def test_doctor_reports_an_unreachable_model_as_a_failure(cli: Cli) -> None:
     assert "FAIL  LLM: openai/fake" in result.stdout
     assert "fix:" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+# --- daemon logs -------------------------------------------------------------------------
+
+
+def _record(msg: str, level: str = "INFO", **fields: str) -> str:
+    line = {"ts": "2026-01-02T03:04:05.678Z", "level": level, "logger": "tether.runs", "msg": msg}
+    return json.dumps({**line, **fields})
+
+
+def test_logs_pretty_prints_and_filters(cli: Cli) -> None:
+    log = cli.home / "log" / "daemon.log"
+    log.parent.mkdir(parents=True)
+    run_id = "a" * 32
+    log.with_name("daemon.log.1").write_text(_record("older, rotated") + "\n")
+    log.write_text(
+        "\n".join(
+            [
+                _record("listening"),
+                _record("run started", run_id=run_id, agent_id="notes"),
+                _record("model slow", level="WARNING", run_id=run_id, attempt="2"),
+                "not json at all",
+                _record("other run", run_id="b" * 32),
+            ]
+        )
+        + "\n"
+    )
+    everything = cli.run("logs")
+    assert everything.returncode == 0
+    lines = everything.stdout.splitlines()
+    assert "older, rotated" in lines[0]  # backups first, oldest first
+    assert "not json at all" in lines
+    started = next(ln for ln in lines if "run started" in ln)
+    assert " INFO " in started and "runs: run started" in started
+    assert f"run={run_id[:12]}" in started and "agent=notes" in started
+    one_run = cli.run("logs", "--run", run_id[:8]).stdout.splitlines()
+    assert [ln.split(": ", 1)[1].split("  ")[0] for ln in one_run] == ["run started", "model slow"]
+    warnings = cli.run("logs", "--level", "warning").stdout.splitlines()
+    assert len(warnings) == 1 and "model slow" in warnings[0] and "attempt=2" in warnings[0]
+    assert len(cli.run("logs", "-n", "2").stdout.splitlines()) == 2
+    raw = cli.run("logs", "--json", "--run", run_id).stdout.splitlines()
+    assert [json.loads(ln)["msg"] for ln in raw] == ["run started", "model slow"]
+    missing = cli.run("logs", "--run", "c" * 32)
+    assert missing.returncode == 1 and "daemon runs" in missing.stderr
+
+
+@posix_only
+def test_logs_follow_prints_new_lines_across_a_rotation(cli: Cli) -> None:
+    log = cli.home / "log" / "daemon.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(_record("before") + "\n")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "logs", "--follow"],
+        cwd=REPO,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    cli.procs.append(popen)
+    assert popen.stdout is not None
+    assert "before" in popen.stdout.readline()
+    with log.open("a") as fp:
+        fp.write(_record("appended") + "\n")
+    assert "appended" in popen.stdout.readline()
+    log.rename(log.with_name("daemon.log.1"))
+    log.write_text(_record("after rotation") + "\n")
+    assert "after rotation" in popen.stdout.readline()
+    popen.send_signal(signal.SIGINT)
+    assert popen.wait(10) == 130
