@@ -4,69 +4,57 @@ Rules:
 
 - The daemon builds a ``RunContext`` per run: the agent's config, a ``Store`` bound
   to the run (its tool calls carry ``run_id``), the LLM, the bookkeeping (file
-  fingerprints, message ledger, cursors: the daemon's state store behind a small
-  interface, so ``agents`` never imports ``daemon``), limits, a progress callback
-  and a cancel event.
-- A runner returns a ``RunReport``; it never raises for a file or message that
-  failed (that is an entry in ``errors``), only for the run as a whole.
+  fingerprints, message ledger, cursors: the daemon's state store behind
+  ``agents.books.Bookkeeping``, so ``agents`` never imports ``daemon``), limits, a
+  progress callback, the user's time zone and a cancel event.
+- A runner (``AgentRunner``) returns a ``RunReport``; it never raises for an item
+  that failed (that is an entry in ``errors``), only for the run as a whole. The
+  daemon maps each agent kind to its runner (the composition root's runner map).
 - Status: ``success`` (nothing failed), ``partial`` (some items failed, some
   succeeded), ``error`` (nothing could be done, or the app went away),
   ``cancelled``.
+- The limits' defaults live here and in ``loop.LoopLimits`` only; the daemon's
+  ``config.toml`` defaults are read from them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, Literal, Protocol
 
 from protocol.agent_config import AgentConfig
 
+from .books import Bookkeeping
 from .llm import LLM, Usage
-from .local_dir.records import FileRecord
+from .loop import DEFAULT_LIMITS
 from .store import Store
 
 __all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
     "AgentRunner",
-    "Bookkeeping",
+    "Progress",
     "RunContext",
     "RunLimits",
     "RunReport",
     "RunStatus",
-    "runner_for",
 ]
 
 RunStatus = Literal["success", "partial", "error", "cancelled"]
 Progress = Callable[[str, int, int, str | None], Awaitable[None]]
 
-
-class Bookkeeping(Protocol):
-    """The daemon's state store, as much of it as one agent's run may touch."""
-
-    def file_index(self) -> dict[str, FileRecord]: ...
-
-    def record_file(self, rec: FileRecord) -> None: ...
-
-    def forget_files(self, paths: Iterable[str]) -> None: ...
-
-    def processed_ids(self, provider: str, account: str, ids: Collection[str]) -> set[str]: ...
-
-    def mark_processed(self, provider: str, account: str, message_id: str) -> None: ...
-
-    def get_cursor(self, key: str) -> str | None: ...
-
-    def set_cursor(self, key: str, value: str) -> None: ...
+DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class RunLimits:
-    step_budget: int = 12
-    tool_call_budget: int = 200
-    max_file_bytes: int = 20 * 1024 * 1024
+    step_budget: int = DEFAULT_LIMITS.max_steps
+    tool_call_budget: int = DEFAULT_LIMITS.max_tool_calls
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     triage_batch: int = 40
-    context_chars: int = 60_000
+    context_chars: int = DEFAULT_LIMITS.context_chars
     chunk_chars: int = 12_000
 
 
@@ -96,22 +84,3 @@ class RunReport:
 
 class AgentRunner(Protocol):
     async def __call__(self, ctx: RunContext) -> RunReport: ...
-
-
-async def _not_available(ctx: RunContext) -> RunReport:
-    return RunReport(
-        status="error",
-        errors=[
-            f"{ctx.agent.kind} agents are not available in this version of tether; "
-            "only local_directory agents run"
-        ],
-    )
-
-
-def runner_for(kind: str) -> AgentRunner:
-    """The runner of an agent kind (imported on demand)."""
-    if kind == "local_directory":
-        from .local_dir.agent import run_local_directory
-
-        return run_local_directory
-    return _not_available

@@ -24,6 +24,8 @@ from datetime import UTC, datetime, tzinfo
 from agents.chat import ChatService
 from agents.errors import LLMNotConfigured
 from agents.llm import LLM, LiteLLM, LLMSettings, settings_from_env
+from agents.local_dir.source import run_local_directory
+from agents.run import AgentRunner
 from protocol.agent_config import AgentConfig
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import (
@@ -63,6 +65,9 @@ __all__ = ["Daemon"]
 
 log = logging.getLogger("tether.daemon")
 
+# Agent kind -> its runner. A new source of work is one new entry here.
+RUNNERS: dict[str, AgentRunner] = {"local_directory": run_local_directory}
+
 
 class Daemon:
     def __init__(
@@ -91,6 +96,7 @@ class Daemon:
             events=self.events,
             config=config,
             llm_factory=self.llm_for_agent,
+            runners=RUNNERS,
             tz=self.tz,
             clock=clock,
         )

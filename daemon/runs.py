@@ -26,15 +26,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from agents.books import FileRecord
 from agents.errors import DeviceOffline, LLMError, RunCancelled
 from agents.llm import LLM
-from agents.local_dir.records import FileRecord
-from agents.run import RunContext, RunLimits, RunReport, runner_for
+from agents.run import AgentRunner, RunContext, RunLimits, RunReport
 from protocol.agent_config import AgentConfig
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RunSummary
@@ -52,6 +52,7 @@ __all__ = ["ActiveRun", "RunManager", "StateBookkeeping"]
 log = logging.getLogger("tether.runs")
 
 LLMFactory = Callable[[AgentConfig], LLM]
+Runners = Mapping[str, AgentRunner]  # agent kind -> its runner (the composition root's map)
 
 
 def _iso(at: datetime) -> str:
@@ -126,6 +127,7 @@ class RunManager:
         events: EventLog,
         config: Config,
         llm_factory: LLMFactory,
+        runners: Runners,
         tz: tzinfo,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -135,6 +137,7 @@ class RunManager:
         self.events = events
         self.config = config
         self.llm_factory = llm_factory
+        self.runners = runners
         self.tz = tz
         self.clock = clock
         self._by_agent: dict[str, ActiveRun] = {}
@@ -350,6 +353,15 @@ class RunManager:
             return RunReport(
                 status="error", errors=["the desktop app disconnected before the run started"]
             )
+        runner = self.runners.get(run.agent.kind)
+        if runner is None:
+            return RunReport(
+                status="error",
+                errors=[
+                    f"{run.agent.kind} agents are not available in this version of tether; "
+                    f"these kinds run: {', '.join(sorted(self.runners))}"
+                ],
+            )
         runs = self.config.runs
         try:
             llm = await asyncio.to_thread(self.llm_factory, run.agent)  # keyring may block
@@ -373,7 +385,7 @@ class RunManager:
             ),
         )
         try:
-            report = await runner_for(run.agent.kind)(ctx)
+            report = await runner(ctx)
         except (RunCancelled, asyncio.CancelledError):
             report = RunReport(status="cancelled", errors=["cancelled"])
         except DeviceOffline as exc:

@@ -51,7 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from agents.local_dir.records import FileRecord
+from agents.books import FileRecord
 from daemon.errors import StateError
 
 __all__ = [

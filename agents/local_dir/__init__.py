@@ -1,0 +1,1 @@
+"""The local-directory agent: the local directory as a ``Source`` of the run pipeline."""

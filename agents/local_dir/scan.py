@@ -51,7 +51,8 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agents.local_dir.records import FileRecord
+from agents.books import FileRecord
+from agents.run import DEFAULT_MAX_FILE_BYTES
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -66,7 +67,6 @@ __all__ = [
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".txt", ".md", ".csv", ".json", ".html", ".htm", ".eml", ".pdf", ".docx"}
 )
-DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 
 _HASH_BLOCK = 1024 * 1024
 _CASE_INSENSITIVE_FS = os.name == "nt"

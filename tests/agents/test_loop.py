@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ async def test_a_tool_call_then_an_answer(
         ToolCalls([Call("create_task", {"title": "Send invoice", "priority": "high"}, id="c1")]),
         Text("Created the task."),
     )
-    ctx = ToolContext(store, background=True, idempotency_scope="agent-1:file-hash")
+    ctx = ToolContext(store, UTC, background=True, idempotency_scope="agent-1:file-hash")
     result = await run_loop(llm, user("invoice.txt: ..."), background_toolset(["tasks"]), ctx)
 
     assert result.text == "Created the task." and result.stopped == "answer"
@@ -114,7 +115,9 @@ async def test_parallel_tool_calls_run_concurrently_and_answer_in_order(
         seen.append(name)
 
     started = time.monotonic()
-    result = await run_loop(llm, user("go"), chat_toolset(), ToolContext(store), on_tool=on_tool)
+    result = await run_loop(
+        llm, user("go"), chat_toolset(), ToolContext(store, UTC), on_tool=on_tool
+    )
     assert store.max_in_flight == 2  # both inserts were in flight at once
     assert time.monotonic() - started < 0.2 * 2 + 1.5
     assert seen == ["create_task", "create_note"] == result.tools_used
@@ -134,7 +137,7 @@ async def test_invalid_arguments_go_back_to_the_model_and_the_loop_goes_on(
         ToolCalls([Call("create_task", {"title": "Pay", "status": "todo"}, id="good")]),
         Text("fixed"),
     )
-    result = await run_loop(llm, user("go"), chat_toolset(), ToolContext(store))
+    result = await run_loop(llm, user("go"), chat_toolset(), ToolContext(store, UTC))
     assert result.text == "fixed" and result.tool_calls == 3
     assert store.actions() == ["insert"] and store.db.count("tasks") == 1
     bad = tool_messages(server.requests[1])[-1]
@@ -158,7 +161,7 @@ async def test_a_model_that_never_stops_gets_one_final_call_without_tools(
 
     server.responder = responder
     result = await run_loop(
-        llm, user("go"), chat_toolset(), ToolContext(store), limits=LoopLimits(max_steps=3)
+        llm, user("go"), chat_toolset(), ToolContext(store, UTC), limits=LoopLimits(max_steps=3)
     )
     assert result.stopped == "step_budget" and result.text == "Here is what I found."
     assert len(server.requests) == 3 + 1
@@ -177,7 +180,7 @@ async def test_the_tool_call_budget_refuses_extra_calls_and_ends_the_loop(
         Text("stopped"),
     )
     limits = LoopLimits(max_tool_calls=3)
-    result = await run_loop(llm, user("go"), chat_toolset(), ToolContext(store), limits=limits)
+    result = await run_loop(llm, user("go"), chat_toolset(), ToolContext(store, UTC), limits=limits)
     assert result.stopped == "tool_budget" and result.text == "stopped"
     assert [r["title"] for r in store.db.rows("tasks")] == ["1", "2", "3"]
     assert result.tool_calls == 3 and len(server.requests) == 3
@@ -190,7 +193,7 @@ async def test_a_reply_cut_by_the_token_limit_is_continued(
     server: FakeLLMServer, llm: LiteLLM, store: SqliteBackedStore
 ) -> None:
     server.script(Length("The plan: first, "), Length("then second, "), Text("and done."))
-    result = await run_loop(llm, user("plan"), chat_toolset(), ToolContext(store))
+    result = await run_loop(llm, user("plan"), chat_toolset(), ToolContext(store, UTC))
     assert result.text == "The plan: first, then second, and done."
     assert len(server.requests) == 3 and result.usage.llm_calls == 3
     cont = server.requests[2]["messages"]
@@ -203,7 +206,7 @@ async def test_continuations_are_bounded(
 ) -> None:
     server.script(Length("a"), Length("b"), Length("c"), Text("never asked"))
     limits = LoopLimits(max_continuations=2)
-    result = await run_loop(llm, user("x"), chat_toolset(), ToolContext(store), limits=limits)
+    result = await run_loop(llm, user("x"), chat_toolset(), ToolContext(store, UTC), limits=limits)
     assert result.text == "abc" and len(server.requests) == 3
 
 
@@ -222,7 +225,7 @@ async def test_old_tool_results_are_shortened_first(
     long_user = "please summarise " + "u" * 2000
     messages = [SYSTEM, {"role": "user", "content": long_user}]
     limits = LoopLimits(context_chars=7000)
-    await run_loop(llm, messages, chat_toolset(), ToolContext(store), limits=limits)
+    await run_loop(llm, messages, chat_toolset(), ToolContext(store, UTC), limits=limits)
 
     second, third = server.requests[1], server.requests[2]
     assert "[shortened]" not in json.dumps(second)  # under budget: untouched
@@ -244,7 +247,7 @@ async def test_cancel_before_the_next_call_sends_nothing_more(
     server.script(ToolCalls([Call("create_task", {"title": "A"})]), Text("never"))
     with pytest.raises(RunCancelled):
         await run_loop(
-            llm, user("go"), chat_toolset(), ToolContext(store), on_tool=on_tool, cancel=cancel
+            llm, user("go"), chat_toolset(), ToolContext(store, UTC), on_tool=on_tool, cancel=cancel
         )
     assert len(server.requests) == 1
     assert store.db.count("tasks") == 1  # the batch that had started finished whole
@@ -256,7 +259,7 @@ async def test_cancel_set_before_the_start(
     cancel = asyncio.Event()
     cancel.set()
     with pytest.raises(RunCancelled):
-        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store), cancel=cancel)
+        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store, UTC), cancel=cancel)
     assert server.requests == []
 
 
@@ -268,7 +271,7 @@ async def test_cancel_abandons_a_model_call_in_flight(
     asyncio.get_running_loop().call_later(0.3, cancel.set)
     started = time.monotonic()
     with pytest.raises(RunCancelled):
-        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store), cancel=cancel)
+        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store, UTC), cancel=cancel)
     assert time.monotonic() - started < 2.0
     assert len(server.requests) == 1
 
@@ -286,7 +289,7 @@ async def test_streaming_forwards_text_as_it_comes(
         chunks.append(piece)
 
     result = await run_loop(
-        llm, user("today?"), chat_toolset(), ToolContext(store), on_text=on_text
+        llm, user("today?"), chat_toolset(), ToolContext(store, UTC), on_text=on_text
     )
     assert result.text == "You have no tasks today."
     assert len(chunks) > 2 and "".join(chunks) == "Looking. You have no tasks today."
@@ -299,7 +302,7 @@ async def test_llm_errors_propagate(
 ) -> None:
     server.script(Error(400))
     with pytest.raises(LLMRejected):
-        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store))
+        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store, UTC))
 
 
 async def test_device_offline_stops_the_run(
@@ -308,7 +311,7 @@ async def test_device_offline_stops_the_run(
     store.offline = True
     server.script(ToolCalls([Call("list_tasks", {}), Call("list_notes", {})]), Text("never"))
     with pytest.raises(DeviceOffline):
-        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store))
+        await run_loop(llm, user("go"), chat_toolset(), ToolContext(store, UTC))
     assert len(server.requests) == 1
     assert len(store.calls) == 2  # both calls of the batch finished before the error surfaced
 
@@ -318,7 +321,7 @@ async def test_unknown_tool_is_reported_to_the_model(
 ) -> None:
     server.script(ToolCalls([Call("delete_task", {"task_id": "t1"})]), Text("ok then"))
     result = await run_loop(
-        llm, user("go"), background_toolset(["tasks"]), ToolContext(store, background=True)
+        llm, user("go"), background_toolset(["tasks"]), ToolContext(store, UTC, background=True)
     )
     assert result.text == "ok then" and result.tools_used == [] and store.calls == []
     content = tool_messages(server.requests[1])[0]["content"]

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agents.errors import DeviceOffline
+from agents.local_dir.file_tools import file_tools
 from agents.tools import (
     ALL_TOOLS,
     MutationRecord,
@@ -25,9 +26,9 @@ from agents.tools import (
     chat_toolset,
     idempotency_key,
     iso_from_ms,
-    local_timezone,
     ms_from_iso,
 )
+from scheduler.cron import local_tz
 from tests.support.stores import SqliteBackedStore
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -111,9 +112,13 @@ def created_id(out: ToolOutcome) -> str:
 # --- declarations and schemas -----------------------------------------------------------
 
 
+# The entity tools and the local directory's file tools: every tool of the spec.
+DECLARED: dict[str, Tool] = {**ALL_TOOLS, **{t.name: t for t in file_tools(["/tmp"])}}
+
+
 def test_every_tool_of_the_spec_is_declared_once_with_its_arguments() -> None:
-    assert set(ALL_TOOLS) == set(SPEC)
-    for name, tool in ALL_TOOLS.items():
+    assert set(DECLARED) == set(SPEC)
+    for name, tool in DECLARED.items():
         required, optional = SPEC[name]
         params = tool.schema()["function"]["parameters"]
         assert set(params["properties"]) == required | optional, name
@@ -136,10 +141,10 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
 
 @pytest.mark.parametrize("name", sorted(SPEC))
 def test_schema_is_a_clean_openai_function_tool(name: str) -> None:
-    schema = ALL_TOOLS[name].schema()
+    schema = DECLARED[name].schema()
     assert schema["type"] == "function"
     fn = schema["function"]
-    assert fn["name"] == name and fn["description"] == ALL_TOOLS[name].description
+    assert fn["name"] == name and fn["description"] == DECLARED[name].description
     params = fn["parameters"]
     assert params["type"] == "object" and params["additionalProperties"] is False
     text = json.dumps(schema)
@@ -201,12 +206,12 @@ def test_iso_dates_to_milliseconds_and_back() -> None:
 
 
 @pytest.mark.skipif(not hasattr(time, "tzset"), reason="needs time.tzset")
-def test_default_zone_is_the_system_zone_with_its_dst_rules() -> None:
+def test_the_daemons_zone_is_the_system_zone_with_its_dst_rules() -> None:
     old = os.environ.get("TZ")
     os.environ["TZ"] = "Europe/Paris"
     time.tzset()
     try:
-        tz = local_timezone()
+        tz = local_tz()
         for day in ("2025-01-14", "2025-07-14", "2031-10-27"):
             assert ms_from_iso(day, tz) == ms_from_iso(day, PARIS), day
             assert iso_from_ms(ms_from_iso(day, PARIS), tz) == day
@@ -452,13 +457,15 @@ def test_background_toolset_has_only_its_data_types_and_project_lookup() -> None
         "list_all_projects",
         "get_project",
     }
-    files = background_toolset(["notes", "timelines"], files=True)
+    files = background_toolset(["notes", "timelines"], file_tools(["/tmp"]))
     assert {"list_directory", "read_file_content", "create_note", "create_timeline"} <= set(
         files.names()
     )
     assert "create_task" not in files.names() and "create_project" not in files.names()
-    everything = background_toolset(["tasks", "notes", "timelines", "projects"], files=True)
-    assert not [n for n in everything.names() if ALL_TOOLS[n].chat_only or "delete" in n]
+    everything = background_toolset(
+        ["tasks", "notes", "timelines", "projects"], file_tools(["/tmp"])
+    )
+    assert not [n for n in everything.names() if everything.tools[n].chat_only or "delete" in n]
     assert set(everything.names()) == set(SPEC) - CHAT_ONLY
     with pytest.raises(ValueError, match="unknown data types"):
         background_toolset(["emails"])
@@ -473,7 +480,7 @@ async def test_background_context_cannot_delete_even_through_a_chat_toolset(
     store: SqliteBackedStore,
 ) -> None:
     row = store.db.handle("insert", "tasks", data={"title": "keep me"})["row"]
-    ctx = ToolContext(store, background=True)
+    ctx = ToolContext(store, PARIS, background=True)
     out = await chat_toolset().call("delete_task", json.dumps({"task_id": row["id"]}), ctx)
     assert out.is_error and "background" in out.text
     assert store.calls == [] and store.db.count("tasks") == 1
@@ -485,7 +492,7 @@ async def test_background_context_cannot_delete_even_through_a_chat_toolset(
 
 async def test_background_inserts_are_unapproved_suggestions(store: SqliteBackedStore) -> None:
     ts = background_toolset(["tasks", "notes", "timelines", "projects"])
-    ctx = ToolContext(store, background=True, tz=PARIS)
+    ctx = ToolContext(store, PARIS, background=True)
     # The model cannot approve its own suggestion: asking for it is overruled.
     sneaky = await ok(ts, ctx, "create_task", {"title": "Ship", "isApproved": 1})
     assert "suggestion awaiting approval" in sneaky.text
@@ -512,7 +519,7 @@ async def test_idempotency_keys_are_stable_per_scope(store: SqliteBackedStore) -
     async def run(scope: str, title: str) -> str | None:
         # background=False: a background run would find the first row by title and
         # update it instead (see the next test); here only the keys are under test.
-        ctx = ToolContext(store, background=False, idempotency_scope=scope)
+        ctx = ToolContext(store, PARIS, background=False, idempotency_scope=scope)
         await ok(ts, ctx, "create_task", {"title": title})
         action, table, params = store.calls[-1]
         assert (action, table) == ("insert", "tasks")
@@ -527,19 +534,19 @@ async def test_idempotency_keys_are_stable_per_scope(store: SqliteBackedStore) -
     assert first == idempotency_key("agent-1:sha256-of-file", "tasks", [None, "Send invoice"])
     assert store.db.count("tasks") == 2  # the re-run created nothing new
 
-    no_scope = ToolContext(store, background=False)
+    no_scope = ToolContext(store, PARIS, background=False)
     await ok(ts, no_scope, "create_task", {"title": "Send invoice"})
     assert store.calls[-1][2]["idempotency_key"] is None
 
 
 async def test_background_create_of_an_existing_item_updates_it(store: SqliteBackedStore) -> None:
     ts = background_toolset(["tasks", "notes", "projects"])
-    ctx = ToolContext(store, background=True, idempotency_scope="a:v1", tz=PARIS)
+    ctx = ToolContext(store, PARIS, background=True, idempotency_scope="a:v1")
     p1 = created_id(await ok(ts, ctx, "create_project", {"name": "Site"}))
     p2 = created_id(await ok(ts, ctx, "create_project", {"name": "Other"}))
     await ok(ts, ctx, "create_task", {"title": "Send invoice", "project_id": p1})
     # The file changed (new scope): the same task again, now with a priority.
-    ctx2 = ToolContext(store, background=True, idempotency_scope="a:v2", tz=PARIS)
+    ctx2 = ToolContext(store, PARIS, background=True, idempotency_scope="a:v2")
     again = await ok(
         ts, ctx2, "create_task", {"title": " send  INVOICE", "project_id": p1, "priority": "high"}
     )
@@ -582,8 +589,8 @@ def tree(tmp_path: Path) -> Path:
 
 
 async def test_file_tools_read_inside_the_roots(store: SqliteBackedStore, tree: Path) -> None:
-    ts = background_toolset([], files=True)
-    ctx = ToolContext(store, roots=(str(tree),), background=True)
+    ts = background_toolset([], file_tools([str(tree)]))
+    ctx = ToolContext(store, PARIS, background=True)
     listing = (await ok(ts, ctx, "list_directory", {"path": str(tree)})).text
     assert "a.txt" in listing and "sub" in listing
     assert ".env" not in listing and "escape.txt" not in listing
@@ -600,8 +607,8 @@ async def test_file_tools_read_inside_the_roots(store: SqliteBackedStore, tree: 
 async def test_file_tools_are_confined_to_the_roots(
     store: SqliteBackedStore, tree: Path, path: str
 ) -> None:
-    ts = background_toolset([], files=True)
-    ctx = ToolContext(store, roots=(str(tree),), background=True)
+    ts = background_toolset([], file_tools([str(tree)]))
+    ctx = ToolContext(store, PARIS, background=True)
     for name in ("read_file_content", "get_file_metadata", "list_directory"):
         out = await call(ts, ctx, name, {"path": path})
         assert out.is_error and "secret" not in out.text, (name, out.text)
@@ -609,8 +616,11 @@ async def test_file_tools_are_confined_to_the_roots(
 
 
 async def test_missing_file_is_an_error_for_the_model(store: SqliteBackedStore, tree: Path) -> None:
-    ctx = ToolContext(store, roots=(str(tree),))
+    ctx = ToolContext(store, PARIS)
     out = await call(
-        background_toolset([], files=True), ctx, "read_file_content", {"path": "no.txt"}
+        background_toolset([], file_tools([str(tree)])),
+        ctx,
+        "read_file_content",
+        {"path": "no.txt"},
     )
     assert out.is_error and "does not exist" in out.text

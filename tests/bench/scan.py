@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.local_dir.records import FileRecord
+from agents.books import FileRecord
 from agents.local_dir.scan import SUPPORTED_EXTENSIONS, ScanResult, ScanRules, scan
 
 PER_DIR = 100

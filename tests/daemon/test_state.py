@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.local_dir.records import FileRecord
+from agents.books import FileRecord
 from daemon import state
 from daemon.errors import StateError
 from daemon.state import SCHEMA_VERSION, StateStore

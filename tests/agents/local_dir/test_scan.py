@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.local_dir.records import FileRecord
+from agents.books import FileRecord
 from agents.local_dir.scan import (
     SUPPORTED_EXTENSIONS,
     ScanResult,

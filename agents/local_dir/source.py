@@ -1,0 +1,124 @@
+"""The local directory as a ``Source`` of the run pipeline.
+
+Rules (agents.md "Local-directory agent"):
+
+- Changes: scan the roots against the fingerprints of files processed before
+  (``scan.py``); an unchanged tree costs no file read and no LLM call. Files whose
+  stat changed but whose content did not get their stat refreshed; deleted files
+  are forgotten (if one comes back it is processed again; idempotency keys prevent
+  duplicates). Scan notices (a file over the size limit, a symlink leaving the
+  roots, a missing root) are notices, not failures.
+- An item's key is the file's path, its fingerprint the file's sha256.
+- Text: ``extract.py`` in a worker thread, bounded by ``max_file_bytes``.
+- Done: the file's fingerprint is recorded in the daemon's file index.
+- The source's own tools are the read-only file tools, confined to the roots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.pipeline import run_pipeline
+from agents.run import RunContext, RunReport
+from agents.source import Changes, Item
+from agents.tools import Tool
+from protocol.agent_config import LocalDirectoryAgent
+
+from .extract import extract_text
+from .file_tools import file_tools
+from .scan import SUPPORTED_EXTENSIONS, ScannedFile, ScanRules, scan
+
+__all__ = ["LocalDirectorySource", "run_local_directory"]
+
+
+class LocalDirectorySource:
+    noun = "file"
+    key_name = "path"
+    phase = "scan"
+
+    def __init__(self, ctx: RunContext) -> None:
+        agent = ctx.agent
+        assert isinstance(agent, LocalDirectoryAgent)
+        self.ctx = ctx
+        self.roots = tuple(agent.directory_paths)
+        self.rules = ScanRules(
+            roots=self.roots,
+            extensions=frozenset(agent.file_extensions) or SUPPORTED_EXTENSIONS,
+            exclude=tuple(agent.exclude),
+            max_file_bytes=ctx.limits.max_file_bytes,
+        )
+
+    async def changes(self) -> Changes:
+        books = self.ctx.books
+        index = await asyncio.to_thread(books.file_index)
+        result = await asyncio.to_thread(scan, self.rules, index)
+        for rec in result.touched:
+            books.record_file(rec)
+        if result.missing:
+            books.forget_files(result.missing)
+        items = [
+            Item(
+                key=f.path,
+                fingerprint=f.sha256,
+                size=f.size,
+                modified_ns=f.mtime_ns,
+                meta=f,
+            )
+            for f in result.changed
+        ]
+        return Changes(
+            items=items,
+            notices=list(result.errors),
+            detail={
+                "files_seen": result.files_seen,
+                "files_changed": len(result.changed),
+                "files_opened": result.files_opened,
+            },
+            summary=f"{len(result.changed)} changed of {result.files_seen}",
+        )
+
+    async def text(self, item: Item) -> str:
+        return await asyncio.to_thread(
+            extract_text, item.key, max_bytes=self.ctx.limits.max_file_bytes
+        )
+
+    def _file(self, item: Item) -> ScannedFile:
+        assert isinstance(item.meta, ScannedFile)
+        return item.meta
+
+    def triage_line(self, item: Item, snippet: str) -> dict[str, Any]:
+        f = self._file(item)
+        return {
+            "path": f.path,
+            "folder": os.path.relpath(os.path.dirname(f.path), f.root),
+            "size": f.size,
+            "modified": datetime.fromtimestamp(f.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d"),
+            "snippet": snippet,
+        }
+
+    def hints(self, item: Item) -> Sequence[str]:
+        f = self._file(item)
+        rel = os.path.relpath(os.path.dirname(f.path), f.root)
+        return [] if rel == "." else list(reversed(rel.split(os.sep)))
+
+    def header(self, item: Item) -> list[tuple[str, str]]:
+        modified = datetime.fromtimestamp(item.modified_ns / 1e9, self.ctx.tz)
+        return [("File", item.key), ("Modified", modified.isoformat(timespec="minutes"))]
+
+    def label(self, item: Item) -> str:
+        return os.path.basename(item.key)
+
+    def tools(self) -> list[Tool]:
+        return file_tools(self.roots)
+
+    async def done(self, item: Item) -> None:
+        self.ctx.books.record_file(self._file(item).record())
+
+
+async def run_local_directory(ctx: RunContext) -> RunReport:
+    """The local-directory agent's runner: the one pipeline over its folders."""
+    return await run_pipeline(ctx, LocalDirectorySource(ctx))
