@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 from agents.errors import AgentError
 from daemon import __version__
-from daemon.errors import ConfigError, DaemonError, NotRunning
+from daemon.errors import AlreadyRunning, ConfigError, DaemonError, NotRunning
 from protocol.client import ConnectionLost, HandshakeRefused, RequestFailed
 from protocol.errors import ProtocolError
 
@@ -144,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotRunning as exc:
         _say(str(exc))
         return EXIT_NOT_RUNNING
+    except AlreadyRunning as exc:
+        stop = f"stop it with `kill {exc.pid}`" if exc.pid else "stop it first"
+        _say(f"{exc}; `daemon status` shows it; {stop} to start another")
+        return EXIT_FAILURE
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
         return EXIT_FAILURE

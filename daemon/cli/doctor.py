@@ -40,18 +40,26 @@ LLM_CHECK_TIMEOUT_S = 30.0
 
 @dataclass
 class Checks:
+    """The results so far; each line is printed as soon as its check is done."""
+
     lines: list[str] = field(default_factory=list)
     failed: int = 0
+    echo: bool = True
+
+    def _add(self, line: str) -> None:
+        self.lines.append(line)
+        if self.echo:
+            print(line, flush=True)
 
     def ok(self, what: str) -> None:
-        self.lines.append(f"ok    {what}")
+        self._add(f"ok    {what}")
 
     def note(self, what: str) -> None:
-        self.lines.append(f"note  {what}")
+        self._add(f"note  {what}")
 
     def fail(self, what: str, fix: str) -> None:
         self.failed += 1
-        self.lines.append(f"FAIL  {what}\n      fix: {fix}")
+        self._add(f"FAIL  {what}\n      fix: {fix}")
 
 
 def add_parser(sub: Any) -> None:
@@ -83,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
     _check_agents(paths, checks)
     checks.note("cloud accounts: none (this version connects no cloud account yet)")
     _check_autostart(paths, checks)
-    for line in checks.lines:
-        print(line, flush=True)
     if checks.failed:
         print(f"{checks.failed} problem(s) found")
         return 1

@@ -128,7 +128,8 @@ async def _serve(
         elif not args.quiet:
             token_at = "TETHER_TOKEN" if os.environ.get("TETHER_TOKEN") else str(paths.token_file)
             print(
-                f"tether {__version__} listening on ws://{config.host}:{port}/ (pid {os.getpid()}); "
+                f"tether {__version__} listening on ws://{_netloc(config.host, port)}/ "
+                f"(pid {os.getpid()}); "
                 f"config {paths.config_dir}, log {paths.log_file}, token {token_at}; "
                 "Ctrl-C to stop",
                 file=sys.stderr,
@@ -176,6 +177,10 @@ async def _watch_token(paths: Paths, daemon: Any, token: str) -> None:
             register_secret(new)
             log.info("pairing token rotated; closing sessions paired with the old one")
             await daemon.server.rotate_token(new)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _stat(path: Any) -> tuple[int, int, int] | None:
