@@ -255,6 +255,15 @@ def test_schema_and_status_do_not_import_litellm(cli: Cli) -> None:
     assert json.loads(schema.stdout)["title"].startswith("Tether wire protocol")
     status = cli.python(_NO_LITELLM, "status")
     assert _litellm_report(status) == ["False", "False", "3"]
+    for verb, code in (
+        (["logs"], "0"),
+        (["autostart", "status"], "1"),  # not enabled
+        (["doctor", "--no-llm-call"], "1"),  # no model configured
+        (["agents", "list"], "0"),
+        (["runs"], "0"),
+    ):
+        result = cli.python(_NO_LITELLM, *verb)
+        assert _litellm_report(result) == ["False", "False", code], (verb, result.stderr)
 
 
 @posix_only
