@@ -12,7 +12,8 @@ Rules (operations.md "Autostart and packaging"):
 - Settings come from ``config.toml`` at start: no ``TETHER_MODEL``/``TETHER_API_KEY``
   or other setting is written into a unit. ``TETHER_HOME`` is the one exception:
   it says *which* ``config.toml`` to read, so it is kept when it was set.
-- Linux: ``Restart=on-failure``. macOS: ``RunAtLoad`` and ``KeepAlive`` on failure
+- Linux: ``Restart=on-failure``; ``systemctl --user reload tether`` sends SIGHUP
+  (the daemon re-reads ``config.toml`` and ``agents.toml``). macOS: ``RunAtLoad`` and ``KeepAlive`` on failure
   (``SuccessfulExit = false``). Windows: the per-user ``Run`` value ``Tether``.
 """
 
@@ -98,6 +99,7 @@ def systemd_unit(command: Sequence[str], env: Mapping[str, str] | None = None) -
     for key, value in sorted((env or {}).items()):
         lines.append("Environment=" + systemd_quote(f"{key}={value}"))
     lines += [
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "RestartSec=5",
         "# The daemon binds loopback only; it needs no privileges.",

@@ -126,6 +126,23 @@ def _systemctl(host: Host, report: Report, *args: str) -> bool:
     return True
 
 
+def _model_note(host: Host, report: Report) -> None:
+    """At login only config.toml counts: say so when it sets no model."""
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+
+    try:
+        config = load_config(host.paths, {})
+    except ConfigError as exc:
+        report.say(f"warning: the daemon will not start with this config.toml: {exc}")
+        return
+    if not config.llm.model:
+        report.say(
+            f"note: {host.paths.config_toml} sets no model, so runs started at login fail; "
+            'add `[llm]` with `model = "..."` there (see `daemon doctor`)'
+        )
+
+
 def _env_note(host: Host, report: Report) -> None:
     ignored = sorted(k for k in host.env if k.startswith("TETHER_") and k != "TETHER_HOME")
     if ignored:
@@ -183,6 +200,7 @@ def enable(host: Host) -> Report:
         report.fail(f"autostart is not supported on {host.platform}; start `daemon run` yourself")
         return report
     _env_note(host, report)
+    _model_note(host, report)
     return report
 
 

@@ -38,6 +38,7 @@ def test_systemd_unit_restarts_on_failure_and_bakes_no_settings() -> None:
     lines = unit.splitlines()
     assert f"ExecStart={VENV_PY} -m daemon run" in lines
     assert "Restart=on-failure" in lines
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in lines  # systemctl --user reload tether
     assert "WantedBy=default.target" in lines
     assert not any(ln.startswith("Environment=") for ln in lines)
 
@@ -214,3 +215,13 @@ def test_generated_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == ""
+
+
+def test_enable_says_when_config_toml_sets_no_model(tmp_path: Path) -> None:
+    host = _host(tmp_path, "linux", RecordingRunner())
+    assert any("sets no model" in ln for ln in enable(host).lines)
+    host.paths.ensure()
+    host.paths.config_toml.write_text('[llm]\nmodel = "ollama/llama3.1"\n')
+    assert not any("sets no model" in ln for ln in enable(host).lines)
+    host.paths.config_toml.write_text("prot = 1\n")
+    assert any("will not start" in ln and "prot" in ln for ln in enable(host).lines)
