@@ -15,6 +15,9 @@ Rules:
   the internet), with its banners, telemetry and INFO logging off; the objects the
   import made are then frozen (``gc.freeze``) so full collections skip them.
   ``import agents.llm`` never imports litellm.
+- Settings are given, never looked up: :class:`LLMSettings` comes from the
+  composition root (``daemon.llm`` resolves config, environment and keyring); this
+  module reads no ``TETHER_*`` variable and no keyring.
 - No model configured: :class:`LLMNotConfigured`, before anything is imported.
 - Every call passes ``timeout`` (litellm's default is 6000 s), ``num_retries=0``
   (retries are ours) and ``drop_params=True`` (so ``temperature`` does not break
@@ -55,7 +58,6 @@ import json
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +66,6 @@ from typing import Any, Literal, Protocol
 from agents.errors import LLMBadResponse, LLMNotConfigured, LLMRejected, LLMUnavailable
 
 __all__ = [
-    "KEYRING_SERVICE",
-    "KEYRING_USERNAME",
     "LLM",
     "LLMSettings",
     "LiteLLM",
@@ -73,15 +73,10 @@ __all__ = [
     "Reply",
     "ToolCall",
     "Usage",
-    "settings_from_env",
 ]
 
 Message = dict[str, Any]
 
-KEYRING_SERVICE = "tether"
-KEYRING_USERNAME = "llm-api-key"
-# A keyring backend on a headless box may block on D-Bus; never wait longer than this.
-KEYRING_TIMEOUT_S = 2.0
 # The key sent to an OpenAI-compatible api_base when none is configured: the OpenAI
 # client refuses to start without one, and local servers ignore it.
 LOCAL_DUMMY_KEY = "sk-local"
@@ -183,56 +178,6 @@ class LLMSettings:
             raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {self.timeout_s}")
-
-
-def settings_from_env(
-    base: LLMSettings | None = None, env: Mapping[str, str] = os.environ
-) -> LLMSettings:
-    """``base`` (e.g. from config.toml) overridden by ``TETHER_MODEL``,
-    ``TETHER_API_BASE`` and ``TETHER_API_KEY``; empty variables count as unset.
-
-    With no key anywhere, the keyring entry ``tether`` / ``llm-api-key`` is tried;
-    a missing, failing or hanging keyring gives ``None``.
-    """
-    settings = base if base is not None else LLMSettings(model=None)
-
-    def pick(name: str, current: str | None) -> str | None:
-        value = env.get(name)
-        return value if value else current
-
-    model = pick("TETHER_MODEL", settings.model)
-    api_base = pick("TETHER_API_BASE", settings.api_base)
-    api_key = pick("TETHER_API_KEY", settings.api_key)
-    if not api_key:
-        api_key = _keyring_password()
-    return LLMSettings(
-        model=model,
-        api_base=api_base,
-        api_key=api_key,
-        timeout_s=settings.timeout_s,
-        max_attempts=settings.max_attempts,
-        backoff_base_s=settings.backoff_base_s,
-        backoff_max_s=settings.backoff_max_s,
-        temperature=settings.temperature,
-    )
-
-
-def _keyring_password() -> str | None:
-    """The stored key, or ``None``; runs in a daemon thread so it cannot hang us."""
-    result: list[str | None] = [None]
-
-    def lookup() -> None:
-        try:
-            import keyring
-
-            result[0] = keyring.get_password(KEYRING_SERVICE, KEYRING_USERNAME) or None
-        except Exception:  # no backend, locked, D-Bus gone, ...: no key
-            result[0] = None
-
-    thread = threading.Thread(target=lookup, name="tether-keyring", daemon=True)
-    thread.start()
-    thread.join(KEYRING_TIMEOUT_S)
-    return None if thread.is_alive() else result[0]
 
 
 # -- litellm ----------------------------------------------------------------------

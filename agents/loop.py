@@ -79,6 +79,9 @@ class LoopLimits:
     context_chars: int = 60_000
     max_continuations: int = 2
     max_tokens: int | None = None
+    # Background runs: a reply whose tool calls all succeeded and needed no reading
+    # (writes, notices) ends the loop without asking the model for a closing sentence.
+    finish_after_writes: bool = False
 
 
 DEFAULT_LIMITS = LoopLimits()
@@ -96,6 +99,10 @@ class LoopResult:
     steps: int = 0
     stopped: StopReason = "answer"
     tools_used: list[str] = field(default_factory=list)
+    # Write calls that failed and were not followed by a successful call of the same
+    # tool: what the model wanted written and the client never confirmed.
+    failed_writes: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
 
 class _Loop:
@@ -125,6 +132,9 @@ class _Loop:
         self.tool_calls = 0
         self.steps = 0
         self.tools_used: list[str] = []
+        self.failed_writes: dict[tuple[str, str], str] = {}  # (tool, item) -> unresolved error
+        self.notices: list[str] = []
+        self.finished_by_writes = False
 
     def result(self, text: str, stopped: StopReason) -> LoopResult:
         return LoopResult(
@@ -135,6 +145,8 @@ class _Loop:
             steps=self.steps,
             stopped=stopped,
             tools_used=self.tools_used,
+            failed_writes=[f"{name}: {err}" for (name, _), err in self.failed_writes.items()],
+            notices=self.notices,
         )
 
     async def run(self) -> LoopResult:
@@ -150,6 +162,8 @@ class _Loop:
             over_budget = await self.run_tools(reply.tool_calls)
             if over_budget:
                 return self.result(await self.final_answer(), "tool_budget")
+            if self.finished_by_writes:
+                return self.result(reply.text, "answer")
 
     # -- model calls ----------------------------------------------------------------
 
@@ -233,10 +247,39 @@ class _Loop:
         refused = _budget_error(self.limits.max_tool_calls)
         outcomes = [r for r in results if isinstance(r, ToolOutcome)]
         outcomes += [refused] * (len(calls) - len(runs))
+        informs = False
         for call, outcome in zip(calls, outcomes, strict=True):
             self.mutations.extend(outcome.mutations)
+            self.notices.extend(outcome.notices)
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": outcome.text})
+            tool = self.toolset.tools.get(call.name)
+            informs = informs or tool is None or tool.informs or outcome.is_error
+            if tool is not None and tool.writes:
+                key = (call.name, _identity(call.arguments))
+                if outcome.is_error:
+                    self.failed_writes[key] = outcome.text.removeprefix("error: ")
+                else:
+                    self.failed_writes.pop(key, None)
+        self.finished_by_writes = self.limits.finish_after_writes and not informs
         return len(runs) < len(calls)
+
+
+_IDENTITY_ARGS = ("title", "name", "task_id", "note_id", "timeline_id", "project_id")
+
+
+def _identity(arguments: str) -> str:
+    """What a write call is about (its title, name or id), to pair a retry with a failure."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(parsed, dict):
+        return ""
+    for name in _IDENTITY_ARGS:
+        value = parsed.get(name)
+        if isinstance(value, str) and value.strip():
+            return " ".join(value.split()).casefold()
+    return ""
 
 
 def _budget_error(limit: int) -> ToolOutcome:

@@ -35,6 +35,7 @@ from .store import Store
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "AgentRunner",
+    "Budget",
     "Progress",
     "RunContext",
     "RunLimits",
@@ -56,6 +57,28 @@ class RunLimits:
     triage_batch: int = 40
     context_chars: int = DEFAULT_LIMITS.context_chars
     chunk_chars: int = 12_000
+    budget: Budget = field(default_factory=lambda: Budget())
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one run may spend; ``None`` is no limit. Reaching any limit ends the run
+    ``partial`` between items; the next run carries on with the rest."""
+
+    max_llm_calls: int | None = None
+    max_prompt_tokens: int | None = None
+    max_cost_usd: float | None = None
+
+    def reached(self, usage: Usage) -> str | None:
+        """Which limit ``usage`` has reached, in words, or ``None``."""
+        if self.max_llm_calls is not None and usage.llm_calls >= self.max_llm_calls:
+            return f"{usage.llm_calls} of {self.max_llm_calls} LLM calls"
+        if self.max_prompt_tokens is not None and usage.prompt_tokens >= self.max_prompt_tokens:
+            return f"{usage.prompt_tokens} of {self.max_prompt_tokens} prompt tokens"
+        cost = usage.cost_usd
+        if self.max_cost_usd is not None and cost is not None and cost >= self.max_cost_usd:
+            return f"${cost:.2f} of ${self.max_cost_usd:.2f}"
+        return None
 
 
 @dataclass

@@ -43,7 +43,8 @@ class Item:
 @dataclass
 class Changes:
     items: list[Item]
-    notices: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # policy: does not lower the status
+    failures: list[str] = field(default_factory=list)  # e.g. a root that does not exist
     detail: dict[str, Any] = field(default_factory=dict)
     summary: str | None = None  # one line for the progress event
 

@@ -2,8 +2,13 @@
 
 Rules (architecture.md):
 
-- ``Daemon`` is the only place that composes the packages; it implements the
-  server's ``Handlers``.
+- ``Daemon`` is the only place that composes the packages, and it only wires: the
+  frame handlers live in ``daemon.handlers``, the chat registry in
+  ``daemon.chats``, the LLM settings in ``daemon.llm``. It holds the parts the
+  handlers read (``daemon.handlers.Parts``).
+- Everything from outside is injected: the config, paths and token (from
+  ``daemon.config``, the one reader of the environment), the state store, the
+  zone, the clock and the scheduler's next-fire maths.
 - Start: close runs the journal still shows as running ("daemon stopped during the
   run"), load ``agents.toml``, listen, start the scheduler.
 - Stop (idempotent, ordered): stop accepting, cancel runs (journal says
@@ -13,52 +18,30 @@ Rules (architecture.md):
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 
 from agents.chat import ChatService
-from agents.errors import LLMNotConfigured
-from agents.llm import LLM, LiteLLM, LLMSettings, settings_from_env
 from agents.local_dir.source import run_local_directory
 from agents.run import AgentRunner
 from protocol.agent_config import AgentConfig
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import (
-    Ack,
-    AgentsResult,
-    AgentsSync,
-    AgentStatus,
-    Cancel,
-    ControlHello,
-    CredentialsPut,
-    DaemonInfo,
-    DeviceHello,
-    FloatingRequest,
-    HomeRequest,
-    Status,
-    StatusRequest,
-    StreamEnd,
-    StreamStart,
-    Trigger,
-    _Frame,
-)
 from scheduler.cron import local_tz
-from scheduler.service import SchedulerService
+from scheduler.service import NextFire, SchedulerService, cron_next_fire
 
 from . import __version__
 from .agent_configs import AgentRegistry
+from .chats import ChatRegistry
 from .config import Config
+from .errors import RunRefused
 from .events import EventLog
+from .handlers import FrameHandlers
+from .llm import LLMFactory, stored_api_key
 from .paths import Paths
 from .runs import RunManager, _iso
 from .secrets import SecretStore
 from .server import Server
-from .session import DeviceSession, Session
 from .state import StateStore
 
 __all__ = ["Daemon"]
@@ -80,14 +63,18 @@ class Daemon:
         pid: int | None = None,
         tz: tzinfo | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        next_fire: NextFire = cron_next_fire,
     ) -> None:
         self.config = config
         self.paths = paths
         self.state = state
         self.tz = tz or local_tz()
         self.clock = clock
+        self.secrets = SecretStore(paths)
+        self.llm = LLMFactory(config.llm, stored_key=partial(stored_api_key, self.secrets))
         self.registry = AgentRegistry(state)
-        self.server = Server(config, token, self, version=__version__, pid=pid)
+        self.handlers = FrameHandlers(self)
+        self.server = Server(config, token, self.handlers, version=__version__, pid=pid)
         self.events = EventLog(state, self.server, retention=config.event_retention)
         self.runs = RunManager(
             state=state,
@@ -95,7 +82,7 @@ class Daemon:
             server=self.server,
             events=self.events,
             config=config,
-            llm_factory=self.llm_for_agent,
+            llm_factory=self.llm.for_agent,
             runners=RUNNERS,
             tz=self.tz,
             clock=clock,
@@ -108,39 +95,12 @@ class Daemon:
             record_skipped=self.runs.record_skipped,
             tz=self.tz,
             clock=clock,
+            next_fire=next_fire,
         )
         self.registry.on_change(self.scheduler.agents_changed)
         self.chat = ChatService(llm_factory=self.llm, tz=self.tz)
-        self._chats: dict[str, tuple[asyncio.Task[None], asyncio.Event, Session]] = {}
+        self.chats = ChatRegistry(self.chat, self.server.device)
         self._stopped = False
-
-    # --- LLM ---------------------------------------------------------------------------
-
-    def llm_settings(self, model: str | None = None) -> LLMSettings:
-        llm = self.config.llm
-        base = LLMSettings(
-            model=llm.model,
-            api_base=llm.api_base,
-            api_key=llm.api_key,
-            timeout_s=llm.timeout_s,
-            max_attempts=llm.max_attempts,
-        )
-        settings = settings_from_env(base)
-        if model:
-            settings = replace(settings, model=model)
-        return settings
-
-    def llm(self, model: str | None = None) -> LLM:
-        settings = self.llm_settings(model)
-        if not settings.model:
-            raise LLMNotConfigured(
-                "no model configured: set TETHER_MODEL (for example openai/gpt-4o-mini or "
-                "ollama/llama3.1) or [llm] model in config.toml"
-            )
-        return LiteLLM(settings)
-
-    def llm_for_agent(self, agent: AgentConfig) -> LLM:
-        return self.llm(agent.model)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -176,141 +136,17 @@ class Daemon:
         self._stopped = True
         log.info("shutting down")
         self.server.stop_accepting()
-        for task, cancel, _ in list(self._chats.values()):
-            cancel.set()
-            task.cancel()
+        self.chats.close()
         await self.runs.shutdown()
         await self.server.close()
         self.scheduler.shutdown()
         self.state.close()
         log.info("stopped")
 
-    # --- server handlers ---------------------------------------------------------------
-
-    async def on_hello(
-        self, session: Session, hello: DeviceHello | ControlHello
-    ) -> AgentsResult | None:
-        if isinstance(hello, DeviceHello) and hello.agents is not None:
-            return self.registry.sync(hello.agents, replace=True)
-        return None
-
-    async def after_hello(self, session: Session, hello: DeviceHello | ControlHello) -> None:
-        if hello.last_event_seq is not None:
-            await self.events.replay(session, hello.last_event_seq)
-        if isinstance(session, DeviceSession):
-            self.scheduler.device_online(session.device_id)
-
-    def on_closed(self, session: Session) -> None:
-        for request_id, (task, cancel, owner) in list(self._chats.items()):
-            if owner is session:
-                cancel.set()
-                task.cancel()
-                self._chats.pop(request_id, None)
-
-    async def on_request(self, session: Session, frame: _Frame) -> None:
-        if isinstance(frame, StatusRequest):
-            await session.send(self.status(frame.id))
-        elif isinstance(frame, AgentsSync):
-            result = self.registry.sync(frame.agents, replace=frame.replace)
-            await session.send(Ack(id=frame.id, accepted=result.accepted, rejected=result.rejected))
-        elif isinstance(frame, Trigger):
-            run = self.runs.start(frame.agent_id, "manual", run_context=frame.run_context)
-            await session.send(Ack(id=frame.id, run_id=run.run_id))
-        elif isinstance(frame, Cancel):
-            await self._cancel(session, frame)
-        elif isinstance(frame, HomeRequest | FloatingRequest):
-            self._start_chat(session, frame)
-        elif isinstance(frame, CredentialsPut):
-            secret = frame.secret if isinstance(frame.secret, str) else json.dumps(frame.secret)
-            await asyncio.to_thread(
-                SecretStore(self.paths).set, f"{frame.provider}:{frame.account}", secret
-            )
-            await session.send(Ack(id=frame.id))
-        else:
-            raise ProtocolError(f"{frame.type} is not a request", code=ErrorCode.BAD_FRAME)
-
-    async def _cancel(self, session: Session, frame: Cancel) -> None:
-        if self.runs.cancel(frame.target):
-            await session.send(Ack(id=frame.id))
-            return
-        chat = self._chats.get(frame.target)
-        if chat is not None:
-            chat[1].set()
-            await session.send(Ack(id=frame.id))
-            return
-        raise ProtocolError(
-            f"nothing to cancel: {frame.target!r} is neither an active run nor a chat request",
-            code=ErrorCode.NOT_FOUND,
-        )
-
     async def _scheduled_run(self, agent: AgentConfig, trigger: str) -> str:
-        """The scheduler's way in: 'started', 'already_running' or 'device_offline'."""
+        """The scheduler's way in: 'started', or the refusal's code ('already_running', ...)."""
         try:
             self.runs.start(agent.id, trigger)
-        except ProtocolError as exc:
+        except RunRefused as exc:
             return str(exc.code)
         return "started"
-
-    # --- chat --------------------------------------------------------------------------
-
-    def _start_chat(self, session: Session, frame: HomeRequest | FloatingRequest) -> None:
-        request_id = frame.request_id or f"chat-{uuid.uuid4().hex}"
-        frame.request_id = request_id
-        if request_id in self._chats:
-            raise ProtocolError(
-                f"chat request {request_id} is already running", code=ErrorCode.BAD_FRAME
-            )
-        device = session if isinstance(session, DeviceSession) else self.server.device()
-        cancel = asyncio.Event()
-
-        async def run() -> None:
-            try:
-                if device is None or device.closed:
-                    # Still a whole stream: the app's chat view opens on stream_start.
-                    await session.send(StreamStart(request_id=request_id))
-                    await session.send(
-                        StreamEnd(
-                            request_id=request_id,
-                            error="no desktop app is connected to read or change data",
-                        )
-                    )
-                    return
-                await self.chat.handle(
-                    frame, send=session.send, store=device.store(), cancel=cancel
-                )
-            finally:
-                self._chats.pop(request_id, None)
-
-        task = asyncio.create_task(run(), name=f"chat-{request_id}")
-        self._chats[request_id] = (task, cancel, session)
-
-    # --- status ------------------------------------------------------------------------
-
-    def status(self, request_id: str) -> Status:
-        agents = []
-        for agent in self.registry.all():
-            last = self.state.last_finished(agent.id, include_skipped=True)
-            last_run_at = self.state.last_run_at(agent.id)
-            next_run = self.scheduler.next_run_at(agent.id)
-            agents.append(
-                AgentStatus(
-                    id=agent.id,
-                    name=agent.name,
-                    kind=agent.kind,
-                    enabled=agent.enabled,
-                    schedule_cron=agent.schedule_cron,
-                    device_id=agent.device_id,
-                    next_run_at=_iso(next_run) if next_run else None,
-                    last_run_at=_iso(last_run_at) if last_run_at else None,
-                    last_status=last.status if last else None,
-                )
-            )
-        return Status(
-            id=request_id,
-            agents=agents,
-            active_runs=[r.summary() for r in self.runs.active()],
-            device_online=bool(self.server.devices),
-            devices=sorted(self.server.devices),
-            daemon=DaemonInfo(version=__version__, pid=self.server.pid, port=self.server.port),
-            rejected_agents=self.registry.rejected(),
-        )

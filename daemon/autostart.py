@@ -60,10 +60,12 @@ def launch_command(executable: str, *, frozen: bool) -> list[str]:
     return [exe, "-m", "daemon", "run"]
 
 
-def baked_env(env: Mapping[str, str]) -> dict[str, str]:
-    """What of the environment goes into the autostart entry: ``TETHER_HOME`` only."""
-    home = env.get("TETHER_HOME", "").strip()
-    return {"TETHER_HOME": os.path.abspath(os.path.expanduser(home))} if home else {}
+def baked_env(tether_home: Path | None) -> dict[str, str]:
+    """What goes into the autostart entry's environment: the ``TETHER_HOME`` in use, if
+    any (it says which ``config.toml`` to read), and nothing else."""
+    from daemon.config import HOME_VAR
+
+    return {HOME_VAR: str(tether_home)} if tether_home is not None else {}
 
 
 # --- Linux: systemd --user ----------------------------------------------------------

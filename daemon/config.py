@@ -2,6 +2,17 @@
 
 Rules:
 
+- This is the only module that reads ``TETHER_*`` variables. It does not touch
+  ``os.environ`` either: the CLI reads the environment once and passes the mapping
+  to :func:`load_settings`; every other module receives values (a :class:`Settings`,
+  a :class:`Config`, a token), never the environment.
+- ``TETHER_HOME`` is read first, alone, by :func:`paths_from_env`: the paths must
+  be known before ``config.toml`` can be found. Set and non-empty, the three
+  directories become ``$TETHER_HOME/config``, ``/state`` and ``/log``
+  (``Paths.under``); otherwise they come from platformdirs (``Paths.default``).
+- ``TETHER_TOKEN``, set and non-empty, is the pairing token (the desktop app passes
+  it when it launches the daemon): :attr:`Settings.token`, handed to
+  ``daemon.pairing``, which then neither reads nor makes the token file.
 - Every setting has a default; a missing ``config.toml`` is not an error.
 - Later sources win: file < environment < ``overrides`` (command-line flags).
 - Unknown keys are errors (``extra="forbid"``), so a typo such as ``prot = 1`` is
@@ -11,11 +22,13 @@ Rules:
   values (``llm.api_key``) are never echoed in an error.
 - The daemon binds a loopback address unless ``allow_remote = true``.
 - An empty environment variable counts as unset (``TETHER_PORT=`` in a shell).
+- ``llm.api_key`` (from the file or ``TETHER_API_KEY``) is registered with the log
+  redaction filter as it is read. The keyring's key is resolved later, by
+  ``daemon.llm``, only when no key is configured here.
 
-Environment variables: ``TETHER_MODEL``, ``TETHER_API_BASE``, ``TETHER_API_KEY``
-(the ``llm`` table), ``TETHER_PORT``, ``TETHER_HOST``, ``TETHER_TOOL_CALL_TIMEOUT_S``,
-``TETHER_LOG_LEVEL``. ``TETHER_TOKEN`` (pairing) and ``TETHER_HOME`` (paths) are
-read by ``daemon.pairing`` and ``daemon.paths``.
+Environment variables: ``TETHER_HOME`` (paths), ``TETHER_TOKEN`` (pairing),
+``TETHER_MODEL``, ``TETHER_API_BASE``, ``TETHER_API_KEY`` (the ``llm`` table),
+``TETHER_PORT``, ``TETHER_HOST``, ``TETHER_TOOL_CALL_TIMEOUT_S``, ``TETHER_LOG_LEVEL``.
 """
 
 from __future__ import annotations
@@ -25,25 +38,38 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.run import RunLimits
 from daemon.errors import ConfigError
+from daemon.logs import register_secret
 from daemon.paths import Paths
 
 __all__ = [
     "ENV_VARS",
+    "HOME_VAR",
+    "TOKEN_VAR",
     "Config",
     "LLMConfig",
     "RunsConfig",
+    "Settings",
     "is_loopback_host",
     "load_config",
+    "load_settings",
+    "paths_from_env",
+    "token_from_env",
 ]
 
 MiB = 1024 * 1024
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+HOME_VAR = "TETHER_HOME"
+TOKEN_VAR = "TETHER_TOKEN"
 
 # variable -> dotted key in Config
 ENV_VARS: dict[str, str] = {
@@ -73,14 +99,27 @@ class LLMConfig(_Section):
     max_attempts: int = Field(default=5, ge=1)
 
 
+class BudgetConfig(_Section):
+    """The ``[runs.budget]`` table: what one run may spend unless the agent says otherwise.
+
+    Cautious defaults: a first run over a large folder is split over several runs
+    instead of costing a fortune at once. ``max_cost_usd`` applies to models whose
+    price litellm knows; a local model is bounded by calls and tokens."""
+
+    max_llm_calls: int | None = Field(default=500, ge=1)
+    max_prompt_tokens: int | None = Field(default=2_000_000, ge=1)
+    max_cost_usd: float | None = Field(default=1.0, gt=0)
+
+
 class RunsConfig(_Section):
     """The ``[runs]`` table: limits on agent runs."""
 
     max_concurrent_per_device: int = Field(default=1, ge=1)
     progress_interval_s: float = Field(default=0.25, gt=0)
-    max_file_bytes: int = Field(default=20 * MiB, ge=1)
-    step_budget: int = Field(default=12, ge=1)
-    tool_call_budget: int = Field(default=200, ge=1)
+    max_file_bytes: int = Field(default=RunLimits.max_file_bytes, ge=1)
+    step_budget: int = Field(default=RunLimits.step_budget, ge=1)
+    tool_call_budget: int = Field(default=RunLimits.tool_call_budget, ge=1)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 class Config(_Section):
@@ -137,9 +176,39 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What the environment and ``config.toml`` decide for one process, read once."""
+
+    paths: Paths
+    config: Config
+    token: str | None = field(default=None, repr=False)
+    """``TETHER_TOKEN``; None: the token file (``daemon.pairing``)."""
+
+
+def load_settings(
+    env: Mapping[str, str], *, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Paths (``TETHER_HOME``), then :func:`load_config`, then the pairing token override."""
+    paths = paths_from_env(env)
+    config = load_config(paths, env, overrides=overrides)
+    return Settings(paths=paths, config=config, token=token_from_env(env))
+
+
+def paths_from_env(env: Mapping[str, str]) -> Paths:
+    """``Paths.under($TETHER_HOME)`` when it is set and non-empty, else ``Paths.default()``."""
+    home = env.get(HOME_VAR, "").strip()
+    return Paths.under(Path(home)) if home else Paths.default()
+
+
+def token_from_env(env: Mapping[str, str]) -> str | None:
+    """``TETHER_TOKEN`` stripped, or None when unset or empty."""
+    return env.get(TOKEN_VAR, "").strip() or None
+
+
 def load_config(
     paths: Paths,
-    env: Mapping[str, str] = os.environ,
+    env: Mapping[str, str],
     *,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
@@ -162,9 +231,12 @@ def load_config(
         _set_dotted(data, key, value)
         origin[key] = f"option {key}"
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(err, origin, path) for err in exc.errors()]
+    else:
+        register_secret(config.llm.api_key)
+        return config
     # Raised outside the except block: the pydantic error (which may quote a
     # secret value) must not be chained into tracebacks.
     raise ConfigError(problems[0] if len(problems) == 1 else "; ".join(problems))

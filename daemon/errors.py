@@ -7,11 +7,13 @@ The tree::
     ├── AlreadyRunning              another daemon holds the instance lock (has pid, port)
     ├── NotRunning                  a CLI verb needs a running daemon and found none
     ├── StateError                  the state store cannot be opened or migrated
-    └── ControlError                a control session request was refused (has .code)
+    └── RunRefused                  the run manager will not start a run (has .code:
+                                    unknown_agent, already_running, device_offline, busy)
 
 Errors from agents (``agents.errors``) and the protocol (``protocol.errors``) keep
 their own trees; the CLI's single handler turns all of them into a message and an
-exit code.
+exit code. ``RunRefused`` becomes a wire ``error`` frame with its code in
+``daemon.handlers``; the scheduler gets the code as its answer.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from __future__ import annotations
 __all__ = [
     "AlreadyRunning",
     "ConfigError",
-    "ControlError",
     "DaemonError",
     "NotRunning",
+    "RunRefused",
     "StateError",
 ]
 
@@ -54,9 +56,14 @@ class StateError(DaemonError):
     """The state store cannot be opened or migrated."""
 
 
-class ControlError(DaemonError):
-    """A request over a control session was refused by the daemon."""
+class RunRefused(DaemonError):
+    """The run manager refused to start a run; ``code`` is the wire error code.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``run_id`` names the run already there for ``already_running``.
+    """
+
+    def __init__(self, code: str, message: str, *, run_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.message = message
+        self.run_id = run_id

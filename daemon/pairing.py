@@ -2,8 +2,9 @@
 
 Rules:
 
-- ``TETHER_TOKEN``, when set and non-empty, is the token (the desktop app passes
-  it when it launches the daemon); the token file is then neither read nor made.
+- An ``override`` (``TETHER_TOKEN``, read by ``daemon.config`` into
+  ``Settings.token``; the desktop app passes it when it launches the daemon) is
+  the token; the token file is then neither read nor made.
 - Otherwise the token lives in ``<config>/token``: one line, no newline, mode 0600.
   It is made on first use from ``secrets.token_urlsafe(32)`` (256 bits), written
   to a 0600 temp file and published atomically, so a reader never sees an empty
@@ -12,8 +13,10 @@ Rules:
 - A token file readable by group or others is tightened to 0600 with a warning.
   An empty token file is replaced by a new token, with a warning.
 - :func:`rotate_token` replaces the file's token (the daemon then closes sessions
-  paired with the old one). It does not affect a ``TETHER_TOKEN`` override.
-- Every token this module returns is registered with the log redaction filter.
+  paired with the old one). It does not affect an override.
+- Every token this module returns is registered with the log redaction filter:
+  this is the one place the pairing token is registered (``daemon run`` relies on
+  it).
 - Comparing a presented token is the server's job: use ``hmac.compare_digest``.
 """
 
@@ -24,27 +27,26 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 
+from daemon.config import TOKEN_VAR
 from daemon.errors import ConfigError
 from daemon.logs import register_secret
 from daemon.paths import Paths, write_private_file
 
-__all__ = ["TOKEN_ENV", "read_or_create_token", "rotate_token", "token_source"]
+__all__ = ["read_or_create_token", "rotate_token", "token_source"]
 
-TOKEN_ENV = "TETHER_TOKEN"
 TOKEN_BYTES = 32
 
 log = logging.getLogger("tether.pairing")
 
 
-def read_or_create_token(paths: Paths, env: Mapping[str, str] = os.environ) -> str:
-    """The pairing token: ``TETHER_TOKEN``, else the token file (made if missing)."""
-    from_env = env.get(TOKEN_ENV, "").strip()
-    if from_env:
-        register_secret(from_env)
-        return from_env
+def read_or_create_token(paths: Paths, override: str | None = None) -> str:
+    """The pairing token: ``override`` (``TETHER_TOKEN``), else the token file (made if missing)."""
+    override = (override or "").strip()
+    if override:
+        register_secret(override)
+        return override
     path = paths.token_file
     token = _read_token_file(path)
     if token is None:
@@ -65,10 +67,10 @@ def rotate_token(paths: Paths) -> str:
     return token
 
 
-def token_source(paths: Paths, env: Mapping[str, str] = os.environ) -> str:
-    """Where the token comes from: ``"TETHER_TOKEN"`` or the token file's path."""
-    if env.get(TOKEN_ENV, "").strip():
-        return TOKEN_ENV
+def token_source(paths: Paths, override: str | None = None) -> str:
+    """Where the token comes from: ``"TETHER_TOKEN"`` (an override) or the token file's path."""
+    if (override or "").strip():
+        return TOKEN_VAR
     return str(paths.token_file)
 
 

@@ -7,9 +7,10 @@ Rules:
   ``secrets.json``), state (``state.db``, the runtime file ``daemon.json``, the
   instance lock ``daemon.lock``) and log (``daemon.log``). ``XDG_*`` variables move
   them on Linux, exactly as platformdirs defines.
-- ``TETHER_HOME``, when set and non-empty, wins over platformdirs: the three
-  directories become ``$TETHER_HOME/config``, ``/state`` and ``/log``. Tests and
-  portable installs use it.
+- :meth:`Paths.under` puts the three directories under one home folder:
+  ``home/config``, ``home/state`` and ``home/log``. Tests and portable installs use
+  it; ``daemon.config.paths_from_env`` chooses between the two (this module reads
+  no environment variable of ours).
 - Paths are absolute. Nothing is created until :meth:`Paths.ensure`, which makes
   the directories with mode 0700 (owner only; a no-op for the mode on Windows).
 - Private files (token, runtime file, fallback secrets) are written with
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +42,8 @@ class Paths:
     log_dir: Path
 
     @classmethod
-    def default(cls, env: Mapping[str, str] | None = None) -> Paths:
-        """The paths for this user: ``TETHER_HOME`` if set, else platformdirs.
-
-        ``env`` only supplies ``TETHER_HOME``; platformdirs reads ``XDG_*`` from
-        ``os.environ`` itself.
-        """
-        env = os.environ if env is None else env
-        home = env.get("TETHER_HOME", "").strip()
-        if home:
-            return cls.under(Path(home))
+    def default(cls) -> Paths:
+        """The paths for this user from platformdirs (which reads ``XDG_*`` itself)."""
         import platformdirs  # a small import, but only needed here
 
         return cls(
@@ -62,7 +54,7 @@ class Paths:
 
     @classmethod
     def under(cls, home: Path) -> Paths:
-        """All three directories as subfolders of ``home`` (the ``TETHER_HOME`` layout)."""
+        """All three directories as subfolders of ``home`` (a portable install, tests)."""
         base = home.expanduser().absolute()
         return cls(config_dir=base / "config", state_dir=base / "state", log_dir=base / "log")
 

@@ -34,13 +34,14 @@ from typing import Any
 from agents.books import FileRecord
 from agents.errors import DeviceOffline, LLMError, RunCancelled
 from agents.llm import LLM
-from agents.run import AgentRunner, RunContext, RunLimits, RunReport
+from agents.run import AgentRunner, Budget, RunContext, RunLimits, RunReport
 from protocol.agent_config import AgentConfig
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode
 from protocol.frames import RunSummary
 
 from .agent_configs import AgentRegistry
-from .config import Config
+from .config import BudgetConfig, Config
+from .errors import RunRefused
 from .events import EventLog
 from .logs import log_context
 from .server import Server
@@ -86,6 +87,16 @@ class StateBookkeeping:
 
     def set_cursor(self, key: str, value: str) -> None:
         self.state.set_cursor(self.agent_id, key, value)
+
+
+def _budget(agent: AgentConfig, defaults: BudgetConfig) -> Budget:
+    """The agent's own limits, each one it leaves out taken from config.toml."""
+    own = agent.budget
+    return Budget(
+        max_llm_calls=own.max_llm_calls or defaults.max_llm_calls,
+        max_prompt_tokens=own.max_prompt_tokens or defaults.max_prompt_tokens,
+        max_cost_usd=own.max_cost_usd or defaults.max_cost_usd,
+    )
 
 
 @dataclass
@@ -165,27 +176,27 @@ class RunManager:
         *,
         run_context: dict[str, Any] | None = None,
     ) -> ActiveRun:
-        """Accept a run (it may wait for a device slot); raises ``ProtocolError``."""
+        """Accept a run (it may wait for a device slot); raises :class:`RunRefused`."""
         if self._closing:
-            raise ProtocolError("the daemon is shutting down", code=ErrorCode.BUSY)
+            raise RunRefused(ErrorCode.BUSY, "the daemon is shutting down")
         agent = self.registry.get(agent_id)
         if agent is None:
-            raise ProtocolError(f"no agent {agent_id!r}", code=ErrorCode.UNKNOWN_AGENT)
+            raise RunRefused(ErrorCode.UNKNOWN_AGENT, f"no agent {agent_id!r}")
         current = self._by_agent.get(agent_id)
         if current is not None:
-            raise ProtocolError(
+            raise RunRefused(
+                ErrorCode.ALREADY_RUNNING,
                 f"agent {agent_id} is already running (run {current.run_id})",
-                code=ErrorCode.ALREADY_RUNNING,
                 run_id=current.run_id,
             )
         device = self.device_for(agent)
         if device is None:
             where = f"device {agent.device_id}" if agent.device_id else "no desktop app"
-            raise ProtocolError(
+            raise RunRefused(
+                ErrorCode.DEVICE_OFFLINE,
                 f"agent {agent_id} needs the desktop app, and {where} is connected"
                 if not agent.device_id
                 else f"agent {agent_id} runs only while {where} is connected; it is offline",
-                code=ErrorCode.DEVICE_OFFLINE,
             )
         run = ActiveRun(
             run_id=uuid.uuid4().hex,
@@ -382,6 +393,7 @@ class RunManager:
                 step_budget=runs.step_budget,
                 tool_call_budget=runs.tool_call_budget,
                 max_file_bytes=runs.max_file_bytes,
+                budget=_budget(run.agent, runs.budget),
             ),
         )
         try:

@@ -27,6 +27,7 @@ __all__ = [
     "GmailAgent",
     "LocalDirectoryAgent",
     "OutlookAgent",
+    "RunBudget",
     "TeamsAgent",
     "agent_config_adapter",
 ]
@@ -35,6 +36,17 @@ DATA_TYPES = ("tasks", "notes", "timelines", "projects")
 DataType = Literal["tasks", "notes", "timelines", "projects"]
 _DEFAULT_DATA_TYPES: tuple[DataType, ...] = ("tasks", "notes", "timelines")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class RunBudget(BaseModel):
+    """What one run of the agent may spend; an omitted limit takes the daemon's default
+    (``[runs.budget]`` in config.toml). Reaching one ends the run ``partial``; the next
+    run carries on with what is left."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_llm_calls: int | None = Field(default=None, ge=1)
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
 
 
 class _AgentBase(BaseModel):
@@ -49,6 +61,7 @@ class _AgentBase(BaseModel):
     device_id: str | None = None
     model: str | None = None
     run_context: dict[str, Any] | None = None
+    budget: RunBudget = Field(default_factory=RunBudget)
 
     @field_validator("id")
     @classmethod
@@ -73,6 +86,9 @@ class LocalDirectoryAgent(_AgentBase):
     directory_paths: list[str] = Field(min_length=1)
     file_extensions: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+    # A root with more candidate files stops before any LLM call (a folder chosen by
+    # mistake, such as a whole home directory, must not be sent to the model).
+    max_files: int = Field(default=20_000, ge=1)
 
     @field_validator("directory_paths")
     @classmethod

@@ -1,8 +1,10 @@
 """The scheduler service: fires each enabled agent on its cron and catches up on reconnect.
 
 Everything it touches is injected (the agent list, the run journal's ``last_run_at``,
-the online check, the run manager's ``start_run`` and ``record_skipped``, the zone and
-the clock), so the daemon composes it and tests drive it without a network or sleeps.
+the online check, the run manager's ``start_run`` and ``record_skipped``, the zone, the
+clock and the next-fire maths, with defaults ``datetime.now(UTC)`` and
+:func:`cron_next_fire`), so the daemon composes it and tests drive it without a
+network, sleeps or patching.
 
 Rules:
 
@@ -78,6 +80,7 @@ __all__ = [
     "CronScheduleTrigger",
     "NextFire",
     "SchedulerService",
+    "cron_next_fire",
 ]
 
 log = logging.getLogger("tether.scheduler")
@@ -97,7 +100,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _cron_next_fire(expr: str, after: datetime, tz: tzinfo) -> datetime:
+def cron_next_fire(expr: str, after: datetime, tz: tzinfo) -> datetime:
+    """The default :data:`NextFire`: ``scheduler.cron.next_fire``."""
     return cron.next_fire(expr, after, tz)
 
 
@@ -112,10 +116,10 @@ class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler is 
 
     __slots__ = ("_next_fire", "expr", "tz")
 
-    def __init__(self, expr: str, tz: tzinfo, *, next_fire: NextFire | None = None) -> None:
+    def __init__(self, expr: str, tz: tzinfo, *, next_fire: NextFire = cron_next_fire) -> None:
         self.expr = cron.validate_cron(expr)
         self.tz = tz
-        self._next_fire: NextFire = next_fire or _cron_next_fire
+        self._next_fire = next_fire
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
@@ -147,7 +151,7 @@ class SchedulerService:
         record_skipped: Callable[[AgentConfig, str, str], Awaitable[None]],
         tz: tzinfo,
         clock: Callable[[], datetime] = _utc_now,
-        next_fire: NextFire | None = None,
+        next_fire: NextFire = cron_next_fire,
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self._agents = agents
@@ -264,8 +268,7 @@ class SchedulerService:
         agent = self._agent(agent_id)
         if agent is None or not agent.enabled or cron.cron_error(agent.schedule_cron):
             return None
-        next_fire = self._next_fire or _cron_next_fire
-        return next_fire(agent.schedule_cron, self._clock(), self.tz)
+        return self._next_fire(agent.schedule_cron, self._clock(), self.tz)
 
     # --- firing ------------------------------------------------------------------------
 

@@ -38,12 +38,15 @@ _TETHER_VARS = (
 
 @pytest.fixture
 def tether_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
-    """Every path of the daemon under tmp_path; no TETHER_* leaks from the shell."""
+    """Every path of the daemon under tmp_path; no TETHER_* leaks from the shell.
+
+    In-process code gets the paths; the variable is for subprocesses a test spawns.
+    """
     for var in _TETHER_VARS:
         monkeypatch.delenv(var, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("TETHER_HOME", str(home))
-    return Paths.default().ensure()
+    return Paths.under(home).ensure()
 
 
 @pytest.fixture

@@ -97,6 +97,9 @@ class ScanRules:
     extensions: frozenset[str] = SUPPORTED_EXTENSIONS
     exclude: tuple[str, ...] = ()
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # Past this many kept files the scan only counts (no file is opened) and
+    # ``ScanResult.over_limit`` is set; nothing is reported missing then.
+    max_files: int | None = None
 
 
 @dataclass(slots=True)
@@ -124,8 +127,12 @@ class ScanResult:
     unchanged: int = 0
     missing: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    bad_roots: list[str] = field(
+        default_factory=list
+    )  # also in errors: roots that could not be walked
     files_opened: int = 0
     files_seen: int = 0
+    over_limit: bool = False
 
 
 def format_size(n: int) -> str:
@@ -251,6 +258,7 @@ class _Scan:
     def __init__(self, rules: ScanRules, index: Mapping[str, FileRecord]) -> None:
         self.index = index
         self.max_bytes = rules.max_file_bytes
+        self.rules_max_files = rules.max_files
         self.excluder = _Excluder(rules.exclude)
         self.result = ScanResult()
         self.errors = self.result.errors
@@ -282,27 +290,31 @@ class _Scan:
 
     # -- roots
 
+    def bad_root(self, message: str) -> None:
+        self.errors.append(message)
+        self.result.bad_roots.append(message)
+
     def open_roots(self, roots: tuple[str, ...]) -> list[tuple[str, str]]:
         """Validate roots; returns (root as reported, real path) of the usable ones."""
         usable: list[tuple[str, str]] = []
         for given in roots:
             if not given or not os.path.isabs(given):
-                self.errors.append(f"root is not an absolute path: {given!r}")
+                self.bad_root(f"root is not an absolute path: {given!r}")
                 continue
             root = os.path.normpath(given)
             try:
                 real = os.path.realpath(root, strict=True)
                 st = os.stat(real)
             except FileNotFoundError:
-                self.errors.append(f"root not found: {root}")
+                self.bad_root(f"root not found: {root}")
                 self.unsure_dirs.append(root)
                 continue
             except OSError as exc:
-                self.errors.append(f"cannot open root {root}: {_os_reason(exc)}")
+                self.bad_root(f"cannot open root {root}: {_os_reason(exc)}")
                 self.unsure_dirs.append(root)
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                self.errors.append(f"root is not a directory: {root}")
+                self.bad_root(f"root is not a directory: {root}")
                 self.unsure_dirs.append(root)
                 continue
             self.real_roots.append(_key(real))
@@ -328,6 +340,7 @@ class _Scan:
         excluder = self.excluder
         has_excludes = excluder.name_re is not None or excluder.path_re is not None
         max_bytes = self.max_bytes
+        max_files = self.rules_max_files
         seen_add = self.seen.add
         linked = self.linked_files  # empty while roots are walked: links come after
         sep = os.sep
@@ -385,6 +398,11 @@ class _Scan:
                                     seen_add(path)
                                 elif st.st_size > max_bytes:
                                     self.too_big(path, st.st_size)
+                                elif (
+                                    max_files is not None
+                                    and self.result.files_seen + seen_n > max_files
+                                ):
+                                    self.result.over_limit = True  # count only from here on
                                 else:
                                     self.fingerprint(
                                         path,
@@ -542,7 +560,11 @@ class _Scan:
         # Every kept path is reported once, so when as many kept paths were found in
         # the index as it holds, nothing is missing: skip the pass over the index.
         hits = result.unchanged + len(result.touched) + sum(not f.is_new for f in result.changed)
-        if hits != len(self.index):
+        if max_files_exceeded := (
+            self.rules_max_files is not None and result.files_seen > self.rules_max_files
+        ):
+            result.over_limit = True
+        if hits != len(self.index) and not max_files_exceeded:
             prefixes = tuple(d if d.endswith(os.sep) else d + os.sep for d in self.unsure_dirs)
             result.missing = sorted(
                 p

@@ -50,35 +50,50 @@ class LocalDirectorySource:
             extensions=frozenset(agent.file_extensions) or SUPPORTED_EXTENSIONS,
             exclude=tuple(agent.exclude),
             max_file_bytes=ctx.limits.max_file_bytes,
+            max_files=agent.max_files,
         )
 
     async def changes(self) -> Changes:
         books = self.ctx.books
         index = await asyncio.to_thread(books.file_index)
         result = await asyncio.to_thread(scan, self.rules, index)
+        if result.over_limit:
+            where = "this folder has" if len(self.roots) == 1 else "these folders have"
+            return Changes(
+                items=[],
+                failures=[
+                    f"{where} {result.files_seen} files (more than max_files = "
+                    f"{self.rules.max_files}); raise max_files or narrow the folder"
+                ],
+                detail={"files_seen": result.files_seen, "files_opened": result.files_opened},
+            )
         for rec in result.touched:
             books.record_file(rec)
         if result.missing:
             books.forget_files(result.missing)
+        # A new path with content already processed (moved, renamed or copied) is
+        # recorded as it is: its items exist, and re-reading it would cost LLM calls.
+        known = {rec.sha256 for rec in index.values()}
+        moved = [f for f in result.changed if f.is_new and f.sha256 in known]
+        for f in moved:
+            books.record_file(f.record())
         items = [
-            Item(
-                key=f.path,
-                fingerprint=f.sha256,
-                size=f.size,
-                modified_ns=f.mtime_ns,
-                meta=f,
-            )
+            Item(key=f.path, fingerprint=f.sha256, size=f.size, modified_ns=f.mtime_ns, meta=f)
             for f in result.changed
+            if not (f.is_new and f.sha256 in known)
         ]
+        bad = set(result.bad_roots)
         return Changes(
             items=items,
-            notices=list(result.errors),
+            notices=[e for e in result.errors if e not in bad],
+            failures=list(result.bad_roots),
             detail={
                 "files_seen": result.files_seen,
-                "files_changed": len(result.changed),
+                "files_changed": len(items),
+                "files_moved": len(moved),
                 "files_opened": result.files_opened,
             },
-            summary=f"{len(result.changed)} changed of {result.files_seen}",
+            summary=f"{len(items)} changed, {len(moved)} moved, of {result.files_seen}",
         )
 
     async def text(self, item: Item) -> str:

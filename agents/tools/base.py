@@ -37,7 +37,7 @@ __all__ = [
     "tool",
 ]
 
-ToolGroup = Literal["files", "tasks", "notes", "timelines", "projects"]
+ToolGroup = Literal["files", "tasks", "notes", "timelines", "projects", "notices"]
 
 
 @dataclass
@@ -56,6 +56,7 @@ class ToolOutcome:
     text: str
     mutations: list[MutationRecord] = field(default_factory=list)
     is_error: bool = False
+    notices: list[str] = field(default_factory=list)  # for the user (run_complete.errors)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Tool:
     writes: bool
     chat_only: bool
     group: ToolGroup
+    informs: bool = True  # the model needs the result to go on (reads do; writes do not)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI function-tool schema (a fresh copy)."""
@@ -103,8 +105,10 @@ def tool(
     table: str | None = None,
     writes: bool = False,
     chat_only: bool = False,
+    informs: bool | None = None,
 ) -> Callable[[Handler], Tool]:
-    """Declare a handler as a tool. ``table`` defaults to the group's (none for files)."""
+    """Declare a handler as a tool. ``table`` defaults to the group's (none for files, notices);
+    ``informs`` (the model must read the result before it can finish) to ``not writes``."""
 
     def declare(handler: Handler) -> Tool:
         params = list(inspect.signature(handler).parameters)
@@ -121,10 +125,11 @@ def tool(
             description=doc.splitlines()[0],
             args=args,
             handler=handler,
-            table=table if table is not None or group == "files" else group,
+            table=table if table is not None or group in ("files", "notices") else group,
             writes=writes,
             chat_only=chat_only,
             group=group,
+            informs=not writes if informs is None else informs,
         )
 
     return declare

@@ -12,8 +12,9 @@ Rules:
   approval flags a model sends in a background run are dropped (the daemon sets
   them), not refused.
 - ``background_toolset(data_types, extra)`` is the entity tools of the agent's data
-  types, project lookup always, plus a source's own read-only tools (``extra``, e.g.
-  the local directory's file tools). ``chat_toolset()`` is every entity tool.
+  types, project lookup always, ``report_unplaced`` (nothing is dropped silently),
+  plus a source's own read-only tools (``extra``, e.g. the local directory's file
+  tools). ``chat_toolset()`` is every entity tool.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from ..errors import DeviceOffline, RunCancelled, StoreError, ToolError
 from .base import Tool, ToolContext, ToolOutcome
 from .entities import ENTITY_TOOLS
+from .notices import NOTICE_TOOLS
 
 __all__ = ["ALL_TOOLS", "Toolset", "background_toolset", "chat_toolset"]
 
@@ -124,7 +126,7 @@ def background_toolset(data_types: Collection[str], extra: Iterable[Tool] = ()) 
         for t in ENTITY_TOOLS
         if not t.chat_only and (t.group in data_types or t.name in _PROJECT_LOOKUP)
     ]
-    return Toolset([*chosen, *extra], background=True)
+    return Toolset([*chosen, *NOTICE_TOOLS, *extra], background=True)
 
 
 def chat_toolset() -> Toolset:

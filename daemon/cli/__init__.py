@@ -5,7 +5,7 @@ Rules (operations.md "The CLI"):
 - Each verb module has ``add_parser(subparsers)`` and ``run(args) -> int``.
 - ``main`` is the one place that turns errors into one line on stderr (what went
   wrong and what to do) and an exit code. No traceback reaches a user; set
-  ``TETHER_DEBUG=1`` to see one.
+  ``daemon --debug VERB`` to see one.
 - Exit codes:
 
   ===  ==========================================================================
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tether: the desktop app's local agent daemon.",
     )
     parser.add_argument("--version", action="version", version=f"tether {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
@@ -130,7 +133,7 @@ def _os_error(exc: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = bool(os.environ.get("TETHER_DEBUG", "").strip())
+    debug = bool(args.debug)
     try:
         code: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler
@@ -172,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _say(
-            f"unexpected error: {type(exc).__name__}: {exc}. This is a bug; run it again with "
-            "TETHER_DEBUG=1 to see the traceback, and report it"
+            f"unexpected error: {type(exc).__name__}: {exc}. This is a bug; run it again as "
+            "`daemon --debug ...` to see the traceback, and report it"
         )
         return EXIT_INTERNAL
 

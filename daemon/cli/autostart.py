@@ -30,6 +30,8 @@ from typing import Any
 from daemon import autostart as gen
 from daemon.paths import Paths
 
+from .common import environment, load_paths
+
 __all__ = ["Host", "Report", "add_parser", "disable", "enable", "run", "status"]
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -58,22 +60,26 @@ class Host:
     paths: Paths
     run: Runner = run_command
     which: Callable[[str], str | None] = shutil.which
+    tether_home: Path | None = None  # set when the paths come from TETHER_HOME
 
     @classmethod
-    def current(cls, paths: Paths) -> Host:
+    def current(cls, paths: Paths, env: Mapping[str, str]) -> Host:
         executable = sys.executable
         frozen = bool(getattr(sys, "frozen", False))
         if sys.platform == "win32" and not frozen:
             gui = Path(executable).with_name("pythonw.exe")  # no console window at login
             if gui.exists():
                 executable = str(gui)
+        home = paths.config_dir.parent
+        moved = paths == Paths.under(home) and paths != Paths.default()
         return cls(
             platform=sys.platform,
-            env=dict(os.environ),
+            env=dict(env),
             home=Path.home(),
             uid=os.getuid() if hasattr(os, "getuid") else 0,
             command=gen.launch_command(executable, frozen=frozen),
             paths=paths,
+            tether_home=home if moved else None,
         )
 
     @property
@@ -143,18 +149,37 @@ def _model_note(host: Host, report: Report) -> None:
         )
 
 
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _env_note(host: Host, report: Report) -> None:
-    ignored = sorted(k for k in host.env if k.startswith("TETHER_") and k != "TETHER_HOME")
-    if ignored:
+    """Settings this shell's variables change do not apply at login: name them."""
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+
+    try:
+        with_env = _flat(load_config(host.paths, host.env).model_dump())
+        file_only = _flat(load_config(host.paths, {}).model_dump())
+    except ConfigError:
+        return  # _model_note says what is wrong with the file
+    changed = sorted(k for k in with_env if with_env[k] != file_only.get(k))
+    if changed:
         report.say(
-            f"note: {', '.join(ignored)} set in this shell will not apply at login; autostart "
-            f"reads settings from {host.paths.config_toml}"
+            f"note: variables in this shell set {', '.join(changed)}, which will not apply at "
+            f"login; autostart reads settings from {host.paths.config_toml}"
         )
 
 
 def enable(host: Host) -> Report:
     report = Report()
-    env = gen.baked_env(host.env)
+    env = gen.baked_env(host.tether_home)
     if host.kind == "systemd":
         path = host.unit_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +320,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    host = Host.current(Paths.default())
+    host = Host.current(load_paths(), environment())
     verb = {"enable": enable, "disable": disable, "status": status}[args.action]
     report = verb(host)
     for line in report.lines:

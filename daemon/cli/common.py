@@ -1,16 +1,29 @@
-"""What several verbs share: paths, config, and a control session to the daemon."""
+"""What several verbs share: paths, config, and a control session to the daemon.
+
+Rules:
+
+- :func:`_environment` is the CLI's one read of the process environment; the
+  mapping goes to ``daemon.config``, the only module that looks up ``TETHER_*``
+  variables in it. Verbs use :func:`load_settings` / :func:`load`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from daemon.config import Config, load_config
+from daemon.config import Config, Settings, paths_from_env, token_from_env
+from daemon.config import load_settings as _load_settings
 from daemon.errors import DaemonError, NotRunning
 from daemon.paths import Paths
 from daemon.runtime import read_runtime
 
-__all__ = ["control_client", "load"]
+__all__ = ["control_client", "env_token", "load", "load_paths", "load_settings"]
+
+
+def _environment() -> Mapping[str, str]:
+    return os.environ
 
 
 def _read_token(paths: Paths) -> str | None:
@@ -21,9 +34,29 @@ def _read_token(paths: Paths) -> str | None:
         return None
 
 
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Paths, config (flags in ``overrides``) and the ``TETHER_TOKEN`` override."""
+    return _load_settings(_environment(), overrides=overrides)
+
+
+def load_paths() -> Paths:
+    """The paths alone (``TETHER_HOME`` or platformdirs), for verbs that need no config."""
+    return paths_from_env(_environment())
+
+
+def env_token() -> str | None:
+    """``TETHER_TOKEN``, or None (then the token file)."""
+    return token_from_env(_environment())
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for what is not a ``TETHER_*`` setting (``XDG_*``)."""
+    return _environment()
+
+
 def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
-    paths = Paths.default()
-    return paths, load_config(paths, os.environ, overrides=overrides)
+    settings = load_settings(overrides)
+    return settings.paths, settings.config
 
 
 async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
@@ -37,7 +70,7 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     host = "127.0.0.1" if info.host in ("0.0.0.0", "::", "") else info.host
     if ":" in host:
         host = f"[{host}]"
-    token = os.environ.get("TETHER_TOKEN", "").strip() or _read_token(paths)
+    token = token_from_env(_environment()) or _read_token(paths)
     client = ProtocolClient(
         f"ws://{host}:{info.port}/", token, client_name="tether-cli", subscribe=subscribe
     )

@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from daemon.errors import ConfigError, DaemonError, NotRunning
 from daemon.paths import Paths
 from daemon.runtime import RuntimeInfo, read_runtime
 from protocol.errors import CloseCode, StorageError
+
+from .common import env_token, load_paths
 
 __all__ = ["add_parser", "run", "seed_store"]
 
@@ -60,7 +61,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from protocol.sqlite_store import SqliteStore
 
-    paths = Paths.default()
+    paths = load_paths()
     seed = _read_seed(args.seed) if args.seed is not None else None
     store = SqliteStore(args.db)
     try:
@@ -134,7 +135,7 @@ def seed_store(store: Any, seed: Any) -> dict[str, int]:
 
 
 def _token(paths: Paths) -> str | None:
-    env = os.environ.get("TETHER_TOKEN", "").strip()
+    env = env_token()
     if env:
         return env
     try:

@@ -31,7 +31,7 @@ from daemon.errors import ConfigError, DaemonError
 from daemon.paths import Paths
 from daemon.runtime import read_runtime
 
-from .common import control_client, load
+from .common import control_client, env_token, environment, load, load_paths
 
 __all__ = ["Checks", "add_parser", "run"]
 
@@ -70,7 +70,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("tether").addHandler(logging.NullHandler())  # our lines say it all
-    paths = Paths.default()
+    paths = load_paths()
     checks = Checks()
     _check_dirs(paths, checks)
     try:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     _check_token(paths, checks)
     if config is not None:
         _check_port(paths, config, checks)
-        _check_llm(config, checks, call=not args.no_llm_call)
+        _check_llm(paths, config, checks, call=not args.no_llm_call)
     _check_agents(paths, checks)
     checks.note("cloud accounts: none (this version connects no cloud account yet)")
     _check_autostart(paths, checks)
@@ -141,8 +141,8 @@ def _check_keyring(paths: Paths, checks: Checks) -> None:
 
 
 def _check_token(paths: Paths, checks: Checks) -> None:
-    if os.environ.get("TETHER_TOKEN", "").strip():
-        checks.ok("pairing token: from TETHER_TOKEN")
+    if env_token():
+        checks.ok("pairing token: from the TETHER_TOKEN variable")
         return
     token = paths.token_file
     if not token.exists():
@@ -202,24 +202,25 @@ async def _ping(paths: Paths) -> Any:
         await client.close()
 
 
-def _check_llm(config: Config, checks: Checks, *, call: bool) -> None:
-    from agents.llm import LLMSettings, settings_from_env
+def _check_llm(paths: Paths, config: Config, checks: Checks, *, call: bool) -> None:
+    from agents.errors import LLMNotConfigured
+    from daemon.llm import LLMFactory, stored_api_key
+    from daemon.secrets import SecretStore
 
-    base = LLMSettings(
-        model=config.llm.model,
-        api_base=config.llm.api_base,
-        api_key=config.llm.api_key,
-        timeout_s=min(config.llm.timeout_s, LLM_CHECK_TIMEOUT_S),
-        max_attempts=1,
-    )
-    settings = settings_from_env(base)
-    if not settings.model:
+    secrets = SecretStore(paths)
+    factory = LLMFactory(config.llm, stored_key=lambda: stored_api_key(secrets))
+    try:
+        settings = factory.settings()
+    except LLMNotConfigured:
         checks.fail(
             "LLM: no model configured (agent runs and chat will fail)",
             'add `[llm]` with `model = "openai/gpt-4o-mini"` (and `api_key`) or '
             '`model = "ollama/llama3.1"` to config.toml, or set TETHER_MODEL',
         )
         return
+    settings = replace(
+        settings, max_attempts=1, timeout_s=min(settings.timeout_s, LLM_CHECK_TIMEOUT_S)
+    )
     where = f"{settings.model}" + (f" at {settings.api_base}" if settings.api_base else "")
     if not call:
         checks.ok(f"LLM: {where} (not called: --no-llm-call)")
@@ -227,7 +228,7 @@ def _check_llm(config: Config, checks: Checks, *, call: bool) -> None:
     from agents.errors import LLMError
     from agents.llm import LiteLLM
 
-    llm = LiteLLM(replace(settings, max_attempts=1))
+    llm = LiteLLM(settings)
     messages = [{"role": "user", "content": "Reply with the single word: ok"}]
     try:
         reply = asyncio.run(
@@ -271,7 +272,7 @@ def _check_agents(paths: Paths, checks: Checks) -> None:
 def _check_autostart(paths: Paths, checks: Checks) -> None:
     from .autostart import Host, status
 
-    report = status(Host.current(paths))
+    report = status(Host.current(paths, environment()))
     first = report.lines[0] if report.lines else "autostart: unknown"
     if report.code == 0:
         checks.ok(first)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from daemon.logs import CONTEXT_FIRST, LOG_BACKUPS
-from daemon.paths import Paths
+
+from .common import load_paths
 
 __all__ = ["add_parser", "format_record", "matches", "parse_line", "run"]
 
@@ -132,7 +133,7 @@ def _emit(line: str, args: argparse.Namespace, out: IO[str]) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = Paths.default()
+    paths = load_paths()
     log_file = paths.log_file
     out = sys.stdout
     if not log_file.exists() and not args.follow:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from daemon.pairing import read_or_create_token, rotate_token, token_source
 from daemon.runtime import read_runtime
 
-from .common import load
+from .common import load_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -20,10 +19,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths, _ = load()
-    paths.ensure()
+    settings = load_settings()
+    paths = settings.paths.ensure()
     if args.rotate:
-        if os.environ.get("TETHER_TOKEN"):
+        if settings.token:
             print("TETHER_TOKEN is set: the token comes from the environment; unset it to rotate")
             return 1
         token = rotate_token(paths)
@@ -31,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
         if read_runtime(paths) is not None:
             print("the running daemon picks it up within seconds and closes the old sessions")
     else:
-        token = read_or_create_token(paths)
-        print(f"pairing token: {token_source(paths)}")
+        token = read_or_create_token(paths, settings.token)
+        print(f"pairing token: {token_source(paths, settings.token)}")
     if args.show:
         print(token)
     return 0

@@ -11,7 +11,7 @@ Rules:
   every few seconds). A bad file never stops the daemon: the error goes to the log
   and to ``status`` (rejected agents), the running settings stay.
 - ``--parent-pid P``: exit (cleanly, removing the runtime file) within a second of
-  P's death.
+  P's death, also while P is an unreaped zombie (we are reparented at once).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import sys
 from typing import Any
 
 from daemon import __version__
+from daemon.config import Settings
 from daemon.errors import ConfigError, DaemonError
 from daemon.logs import register_secret, setup_logging
 from daemon.pairing import read_or_create_token
 from daemon.paths import Paths
 from daemon.runtime import InstanceLock, RuntimeInfo, pid_alive, remove_runtime, write_runtime
 
-from .common import load
+from .common import load_settings
 
 log = logging.getLogger("tether.cli")
 
@@ -62,32 +63,28 @@ def run(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.allow_remote:
         overrides["allow_remote"] = True
-    paths, config = load(overrides)
+    settings = load_settings(overrides)
+    paths, config = settings.paths, settings.config
     paths.ensure()
     setup_logging(paths, config.log_level, stderr=args.log_stderr)
     lock = InstanceLock(paths)
     lock.acquire()  # AlreadyRunning names the running pid and port
     try:
-        token = read_or_create_token(paths)
-        register_secret(token)
-        register_secret(config.llm.api_key)
-        register_secret(os.environ.get("TETHER_API_KEY"))
-        return asyncio.run(_serve(args, paths, config, token, overrides))
+        # Redaction: pairing registers the token, load_config the configured API key.
+        token = read_or_create_token(paths, settings.token)
+        return asyncio.run(_serve(args, settings, token, overrides))
     finally:
         lock.release()
 
 
 async def _serve(
-    args: argparse.Namespace,
-    paths: Paths,
-    config: Any,
-    token: str,
-    overrides: dict[str, Any],
+    args: argparse.Namespace, settings: Settings, token: str, overrides: dict[str, Any]
 ) -> int:
     from daemon.app import Daemon
     from daemon.state import StateStore
     from protocol.frames import PROTOCOL_VERSION
 
+    paths, config = settings.paths, settings.config
     state = StateStore.open(paths.state_db)
     daemon = Daemon(config=config, paths=paths, token=token, state=state, pid=os.getpid())
     stop = asyncio.Event()
@@ -121,12 +118,12 @@ async def _serve(
             ),
         )
         if args.ready_json:
-            token_file = None if os.environ.get("TETHER_TOKEN") else str(paths.token_file)
+            token_file = None if settings.token else str(paths.token_file)
             ready = {"event": "ready", "port": port, "pid": os.getpid(), "token_file": token_file}
             sys.stdout.write(json.dumps(ready) + "\n")
             sys.stdout.flush()
         elif not args.quiet:
-            token_at = "TETHER_TOKEN" if os.environ.get("TETHER_TOKEN") else str(paths.token_file)
+            token_at = "from TETHER_TOKEN" if settings.token else str(paths.token_file)
             print(
                 f"tether {__version__} listening on ws://{_netloc(config.host, port)}/ "
                 f"(pid {os.getpid()}); "
@@ -135,10 +132,9 @@ async def _serve(
                 file=sys.stderr,
                 flush=True,
             )
-        watchers = [
-            asyncio.create_task(_watch_token(paths, daemon, token)),
-            asyncio.create_task(_watch_config(paths, daemon, overrides, reload)),
-        ]
+        watchers = [asyncio.create_task(_watch_config(paths, daemon, overrides, reload))]
+        if settings.token is None:  # a TETHER_TOKEN cannot be rotated
+            watchers.append(asyncio.create_task(_watch_token(paths, daemon, token)))
         if args.parent_pid:
             watchers.append(asyncio.create_task(_watch_parent(args.parent_pid, stop)))
         await stop.wait()
@@ -163,8 +159,6 @@ async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
 
 async def _watch_token(paths: Paths, daemon: Any, token: str) -> None:
     """``daemon pair --rotate`` writes a new token file: use it, close old sessions."""
-    if os.environ.get("TETHER_TOKEN"):
-        return
     current = token
     while True:
         await asyncio.sleep(2.0)
@@ -194,7 +188,7 @@ def _stat(path: Any) -> tuple[int, int, int] | None:
 def reload_config(paths: Paths, daemon: Any, overrides: dict[str, Any]) -> None:
     """Take a new ``config.toml`` (host and port stay) and ``agents.toml``."""
     try:
-        _, new = load(overrides)
+        new = load_settings(overrides).config
     except ConfigError as exc:
         log.error("config.toml not reloaded, keeping the running settings: %s", exc)
     else:
@@ -204,6 +198,7 @@ def reload_config(paths: Paths, daemon: Any, overrides: dict[str, Any]) -> None:
             log.warning("host and port changes take effect at the next start")
         new = new.model_copy(update=fixed)
         daemon.config = daemon.server.config = daemon.runs.config = new
+        daemon.llm.config = new.llm
         logging.getLogger("tether").setLevel(new.log_level)
         log.info("config.toml reloaded")
     daemon.registry.load_file(paths.agents_toml)

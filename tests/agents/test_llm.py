@@ -14,13 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keyring
-import keyring.backend
 import pytest
 
-from agents import llm as llm_module
 from agents.errors import LLMBadResponse, LLMRejected, LLMUnavailable
-from agents.llm import LiteLLM, LLMSettings, Reply, ToolCall, Usage, settings_from_env
+from agents.llm import LiteLLM, LLMSettings, Reply, ToolCall, Usage
 from tests.support.llm_server import (
     Call,
     Error,
@@ -487,90 +484,3 @@ print("frozen")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "frozen"
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real keyring backend that keeps passwords in a dict."""
-
-    priority = -1  # never picked by keyring.get_keyring() in later tests
-
-    def __init__(self, passwords: dict[tuple[str, str], str] | None = None) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.passwords = dict(passwords or {})
-        self.lookups = 0
-
-    def get_password(self, service: str, username: str) -> str | None:
-        self.lookups += 1
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
-
-
-class HangingKeyring(MemoryKeyring):
-    def get_password(self, service: str, username: str) -> str | None:
-        threading.Event().wait(1.0)
-        return "too-late"
-
-
-@pytest.fixture
-def use_keyring() -> Iterator[Any]:
-    previous = keyring.get_keyring()
-
-    def use(backend: keyring.backend.KeyringBackend) -> None:
-        keyring.set_keyring(backend)
-
-    yield use
-    keyring.set_keyring(previous)
-
-
-def test_env_wins_over_base_and_empty_env_counts_as_unset(use_keyring: Any) -> None:
-    store = MemoryKeyring({("tether", "llm-api-key"): "from-keyring"})
-    use_keyring(store)
-    base = LLMSettings(
-        model="ollama/llama3.1", api_base="http://127.0.0.1:11434", api_key="k0", timeout_s=9
-    )
-    env = {"TETHER_MODEL": "openai/gpt-4o-mini", "TETHER_API_BASE": "", "TETHER_API_KEY": "k1"}
-
-    settings = settings_from_env(base, env)
-
-    assert settings.model == "openai/gpt-4o-mini"
-    assert settings.api_base == "http://127.0.0.1:11434"
-    assert settings.api_key == "k1"
-    assert settings.timeout_s == 9
-    assert settings_from_env(base, {}).api_key == "k0"
-    assert store.lookups == 0  # a key was configured: the keyring is not asked
-    assert settings_from_env(None, {}).model is None
-
-
-def test_keyring_supplies_the_key_when_none_is_configured(use_keyring: Any) -> None:
-    use_keyring(MemoryKeyring({("tether", "llm-api-key"): "from-keyring"}))
-
-    settings = settings_from_env(LLMSettings(model="openai/gpt-4o-mini"), {})
-
-    assert settings.api_key == "from-keyring"
-    assert "from-keyring" not in repr(settings)
-
-
-def test_a_failing_keyring_means_no_key(use_keyring: Any) -> None:
-    import keyring.backends.fail
-
-    use_keyring(keyring.backends.fail.Keyring())  # type: ignore[no-untyped-call]
-
-    assert settings_from_env(None, {"TETHER_MODEL": "ollama/llama3.1"}).api_key is None
-
-
-def test_a_hanging_keyring_is_not_waited_for(
-    use_keyring: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use_keyring(HangingKeyring())
-    monkeypatch.setattr(llm_module, "KEYRING_TIMEOUT_S", 0.1)
-
-    started = time.monotonic()
-    settings = settings_from_env(None, {"TETHER_MODEL": "ollama/llama3.1"})
-
-    assert settings.api_key is None
-    assert time.monotonic() - started < 0.8

@@ -28,6 +28,7 @@ from agents.tools import (
     iso_from_ms,
     ms_from_iso,
 )
+from agents.tools.notices import NOTICE_TOOLS
 from scheduler.cron import local_tz
 from tests.support.stores import SqliteBackedStore
 
@@ -67,6 +68,7 @@ SPEC: dict[str, tuple[set[str], set[str]]] = {
     "list_tasks_due_today": (set(), set()),
     "list_task_comments": ({"task_id"}, set()),
     "delete_task_comment": ({"comment_id"}, set()),
+    "report_unplaced": ({"kind", "title", "reason"}, {"date"}),
 }
 CHAT_ONLY = {
     "delete_task",
@@ -113,7 +115,10 @@ def created_id(out: ToolOutcome) -> str:
 
 
 # The entity tools and the local directory's file tools: every tool of the spec.
-DECLARED: dict[str, Tool] = {**ALL_TOOLS, **{t.name: t for t in file_tools(["/tmp"])}}
+DECLARED: dict[str, Tool] = {
+    **ALL_TOOLS,
+    **{t.name: t for t in (*file_tools(["/tmp"]), *NOTICE_TOOLS)},
+}
 
 
 def test_every_tool_of_the_spec_is_declared_once_with_its_arguments() -> None:
@@ -126,7 +131,7 @@ def test_every_tool_of_the_spec_is_declared_once_with_its_arguments() -> None:
         assert tool.chat_only == (name in CHAT_ONLY), name
         assert tool.description and "\n" not in tool.description
         assert tool.writes == name.startswith(("create_", "update_", "delete_", "add_"))
-        assert (tool.group == "files") == (tool.table is None)
+        assert (tool.group in ("files", "notices")) == (tool.table is None)
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -180,6 +185,7 @@ def test_toolset_schemas_names_and_tables() -> None:
         "list_directory",
         "get_file_metadata",
         "read_file_content",
+        "report_unplaced",  # background runs only: chat answers the user directly
     }
     assert ts.table_of("add_task_comment") == "taskComments"
     assert ts.table_of("create_timeline") == "timelines"
@@ -456,6 +462,7 @@ def test_background_toolset_has_only_its_data_types_and_project_lookup() -> None
         "list_projects",
         "list_all_projects",
         "get_project",
+        "report_unplaced",
     }
     files = background_toolset(["notes", "timelines"], file_tools(["/tmp"]))
     assert {"list_directory", "read_file_content", "create_note", "create_timeline"} <= set(

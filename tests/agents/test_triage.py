@@ -11,6 +11,7 @@ import pytest
 from agents.errors import LLMUnavailable
 from agents.llm import LiteLLM, LLMSettings
 from agents.triage import (
+    SKIP,
     STANDALONE,
     TriageItem,
     build_prompt,
@@ -117,10 +118,19 @@ def test_an_item_under_two_keys_keeps_the_first() -> None:
 # --- with the model -----------------------------------------------------------------------
 
 
-async def test_no_projects_means_no_llm_call(llm: LiteLLM, server: FakeLLMServer) -> None:
+async def test_without_projects_triage_still_asks_which_items_to_skip(
+    llm: LiteLLM, server: FakeLLMServer
+) -> None:
+    server.script(Text(json.dumps({"skip": ["/r/notes.txt"], "p1": [ITEMS[0].key]})))
     result = await triage(llm, ITEMS, [])
-    assert server.calls == 0
-    assert result.groups == {STANDALONE: [i.key for i in ITEMS]}
+    assert server.calls == 1
+    assert result.groups == {STANDALONE: [ITEMS[0].key, ITEMS[1].key], SKIP: ["/r/notes.txt"]}
+    assert any("'p1'" in n for n in result.notes)  # no such project: standalone
+
+
+async def test_no_items_means_no_llm_call(llm: LiteLLM, server: FakeLLMServer) -> None:
+    result = await triage(llm, [], PROJECTS)
+    assert server.calls == 0 and result.groups == {}
 
 
 async def test_the_answer_wins_and_items_it_left_out_get_the_fallback(

@@ -164,7 +164,7 @@ async def main(runs: int, warmup: int, profile: bool) -> int:
     home = Path(tempfile.mkdtemp(prefix="tether-bench-chat-"))
     os.environ["TETHER_HOME"] = str(home)
     model_proc, base_url = await _spawn("--serve-model")
-    paths = Paths.default().ensure()
+    paths = Paths.under(home).ensure()
     config = load_config(
         paths,
         {},

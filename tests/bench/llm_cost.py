@@ -218,7 +218,7 @@ async def _bench(args: argparse.Namespace, work: Path) -> int:
 
     office = OfficeModel()
     with FakeLLMServer(responder=office) as server:
-        paths = Paths.default().ensure()
+        paths = Paths.under(work / "home").ensure()
         config = load_config(
             paths,
             {},

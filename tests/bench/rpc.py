@@ -138,7 +138,7 @@ async def rpc_rate(store: ClientStore, row_id: str, concurrency: int, seconds: f
 async def main(seconds: float, rounds: int, levels: list[int]) -> int:
     home = Path(tempfile.mkdtemp(prefix="tether-bench-"))
     os.environ["TETHER_HOME"] = str(home)
-    paths = Paths.default().ensure()
+    paths = Paths.under(home).ensure()
     config = load_config(paths, {}, overrides={"port": 0, "log_level": "WARNING"})
     daemon = Daemon(
         config=config, paths=paths, token="bench", state=StateStore.open(paths.state_db)

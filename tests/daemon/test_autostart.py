@@ -28,9 +28,8 @@ def test_launch_command_for_the_frozen_build_is_the_binary() -> None:
 
 
 def test_only_tether_home_is_baked_into_an_entry() -> None:
-    env = {"TETHER_MODEL": "openai/x", "TETHER_API_KEY": "sk-secret", "TETHER_HOME": "/h"}
-    assert gen.baked_env(env) == {"TETHER_HOME": "/h"}
-    assert gen.baked_env({"TETHER_MODEL": "openai/x"}) == {}
+    assert gen.baked_env(Path("/h")) == {"TETHER_HOME": "/h"}
+    assert gen.baked_env(None) == {}
 
 
 def test_systemd_unit_restarts_on_failure_and_bakes_no_settings() -> None:
@@ -144,7 +143,7 @@ def test_linux_with_systemd_reloads_and_enables_now(tmp_path: Path) -> None:
         ["systemctl", "--user", "daemon-reload"],
         ["systemctl", "--user", "enable", "--now", "tether.service"],
     ]
-    assert any("TETHER_MODEL" in ln and "config.toml" in ln for ln in report.lines)
+    assert any("llm.model" in ln and "config.toml" in ln for ln in report.lines)
     unit = host.unit_path.read_text(encoding="utf-8")
     assert "openai/x" not in unit and "TETHER_MODEL" not in unit
     runner.calls.clear()

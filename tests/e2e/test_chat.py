@@ -530,13 +530,12 @@ _START_AND_STOP = textwrap.dedent(
     print("after import", "litellm" in sys.modules)
 
     from daemon.app import Daemon
-    from daemon.config import load_config
-    from daemon.paths import Paths
+    from daemon.config import load_config, paths_from_env
     from daemon.state import StateStore
     from protocol.client import ProtocolClient, ReferenceClient
 
     async def main():
-        paths = Paths.default().ensure()
+        paths = paths_from_env(os.environ).ensure()
         config = load_config(paths, {{}}, overrides={{"port": 0}})
         d = Daemon(config=config, paths=paths, token="t", state=StateStore.open(paths.state_db),
                    pid=os.getpid())

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.client import HandshakeRefused, ReferenceClient
+from protocol.client import HandshakeRefused, ProtocolClient, ReferenceClient
+from protocol.frames import Error
 from tests.support.cli import Cli, cli_harness, mode
 
 POSIX = os.name == "posix"
@@ -230,6 +231,28 @@ async def test_rotate_closes_sessions_paired_with_the_old_token(cli: Cli, tmp_pa
         await stale.connect()
     assert info.value.code == 4401
     assert proc.stop() == 0
+
+
+@posix_only
+@pytest.mark.parametrize("source", ["token file", "TETHER_TOKEN"])
+async def test_the_pairing_token_never_appears_in_the_log(cli: Cli, source: str) -> None:
+    """A client that echoes its token: daemon.log and stderr show *** instead."""
+    if source == "TETHER_TOKEN":
+        cli.env["TETHER_TOKEN"] = "token-from-the-app-0123456789abcdef"
+    proc = cli.start("--log-stderr")
+    token = cli.env.get("TETHER_TOKEN") or cli.token()
+    client = ProtocolClient(f"ws://127.0.0.1:{proc.port}/", token, client_name="e2e")
+    try:
+        await client.connect()
+        await client.send(Error(code="internal", message=f"the app echoed its token {token}"))
+        await client.status()  # read after the error frame, which was logged when read
+    finally:
+        await client.close()
+    assert proc.stop() == 0
+    log = (cli.home / "log" / "daemon.log").read_text(encoding="utf-8")
+    assert "client reported an error: internal the app echoed its token ***" in log
+    assert "the app echoed its token ***" in proc.stderr()
+    assert token not in log and token not in proc.stderr()
 
 
 # --- import discipline -------------------------------------------------------------------

@@ -2,8 +2,8 @@
 and real litellm against the local test model.
 
 How time is driven, without sleeping: the daemon gets an injected clock (``Clock``) set
-years after the real date, in Europe/Berlin, and its ``SchedulerService`` gets a
-``next_fire`` that computes the real cron slots after that clock. So APScheduler's own
+years after the real date, in Europe/Berlin, and an injected ``next_fire`` that computes
+the real cron slots after that clock. So APScheduler's own
 timer is armed at slots years away and never goes off by itself; ``fire`` makes it go
 off now (``modify_job(next_run_time=...)``) and waits until APScheduler has run the job,
 which is what happens when a slot comes. Everything else is the product: the daemon's
@@ -15,7 +15,6 @@ test of simultaneous triggers, which reads one small file per run through litell
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import sqlite3
@@ -29,7 +28,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobEvent
 
-from daemon import app as daemon_app
 from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.paths import Paths
@@ -38,7 +36,6 @@ from protocol.client import ProtocolClient, ReferenceClient, RequestFailed
 from protocol.frames import AgentStatus, RunComplete, RunProgress, RunStarted, ToolCall
 from protocol.sqlite_store import SqliteStore
 from scheduler import cron
-from scheduler.service import SchedulerService
 from tests.conftest import DaemonHarness
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import FakeLLMServer
@@ -76,6 +73,7 @@ class World:
 
     paths: Paths
     clock: Clock
+    next_fire: Callable[[str, datetime, tzinfo], datetime]
     llm_server: FakeLLMServer
     folder: Path  # an empty folder: a quick run
     app_db: Path
@@ -101,6 +99,7 @@ class World:
             pid=os.getpid(),
             tz=BERLIN,
             clock=self.clock,
+            next_fire=self.next_fire,
         )
         port = await daemon.start()
         harness = DaemonHarness(daemon, self.paths, TOKEN, port)
@@ -118,7 +117,6 @@ async def world(
     tether_home: Paths,
     llm_server: FakeLLMServer,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[World]:
     clock = Clock(T0)
 
@@ -127,10 +125,6 @@ async def world(
         # time, which is years before the clock, so its timer never fires by itself.
         return cron.next_fire(expr, max(after, clock.now), tz)
 
-    # The Daemon composes its SchedulerService itself; only next_fire is added.
-    monkeypatch.setattr(
-        daemon_app, "SchedulerService", functools.partial(SchedulerService, next_fire=next_fire)
-    )
     llm_server.responder = OfficeModel()
     folder = tmp_path / "empty"
     folder.mkdir()
@@ -138,7 +132,7 @@ async def world(
     with SqliteStore(app_db) as db:
         db.handle("insert", "projects", data={"name": "Website"})
         db.handle("insert", "projects", data={"name": "Branding"})
-    w = World(tether_home, clock, llm_server, folder, app_db)
+    w = World(tether_home, clock, next_fire, llm_server, folder, app_db)
     yield w
     for harness in w.started:
         await w.stop(harness)

@@ -5,6 +5,7 @@ careful model would, so runs are reproducible:
 
 - Triage (system prompt "You sort files into the user's projects"): a file goes to
   the project whose name appears as a folder on its path, else ``standalone``.
+  A file shown whole (``"complete": true``) without any item line goes to ``skip``.
   ``triage_mode`` can make it answer prose, or name a project id that does not
   exist, to exercise validation.
 - Processing (system prompt "You keep a freelancer's work organised"): the file's
@@ -16,7 +17,7 @@ careful model would, so runs are reproducible:
 
   On the first step it calls ``create_task`` / ``create_timeline`` /
   ``create_note`` for each line (with the prompt's ``project_id``; milestones
-  need one and are skipped for standalone files), asking for ``isApproved: 1``
+  need one: for standalone files they are reported with ``report_unplaced``), asking for ``isApproved: 1``
   to prove the daemon overrides it. After tool results arrive it answers a short
   sentence.
 - Anything else (chat): a short text.
@@ -34,6 +35,7 @@ from tests.support.llm_server import Call, Reply, Text, ToolCalls
 __all__ = ["OfficeModel", "parse_items"]
 
 _PROJECT = re.compile(r"\(project_id ([^)]+)\)")
+_MARKER = re.compile(r"(?:^|\s)(?:TASK|MILESTONE|NOTE)\s*:", re.I)
 
 
 def parse_items(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -89,6 +91,8 @@ class OfficeModel:
             for pid, name in projects.items():
                 if name.strip().lower() in f["folder"].lower().split("/"):
                     target = pid
+            if f.get("complete") and not _MARKER.search(f["snippet"]):
+                target = "skip"  # the whole text was shown and holds nothing to record
             if self.triage_mode == "unknown_id" and target == "standalone":
                 target = "p-does-not-exist"
             answer.setdefault(target, []).append(f["path"])
@@ -108,6 +112,18 @@ class OfficeModel:
             if project:
                 args["project_id"] = project.group(1)
             elif name == "create_timeline":
+                # a careful model reports what it cannot place instead of dropping it
+                calls.append(
+                    Call(
+                        "report_unplaced",
+                        {
+                            "kind": "timeline",
+                            "title": args["title"],
+                            "date": args["date"],
+                            "reason": "the file belongs to no project",
+                        },
+                    )
+                )
                 continue
             if name in ("create_task", "create_note"):
                 args["isApproved"] = 1  # the daemon must ignore this

@@ -148,6 +148,7 @@ class FakeLLMServer:
         self._connections: set[socket.socket] = set()
         self._queue: deque[Reply] = deque()
         self._requests: list[dict[str, Any]] = []
+        self._authorizations: list[str | None] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -210,6 +211,12 @@ class FakeLLMServer:
             return list(self._requests)
 
     @property
+    def authorizations(self) -> list[str | None]:
+        """The ``Authorization`` header of each request so far (None when absent)."""
+        with self._lock:
+            return list(self._authorizations)
+
+    @property
     def calls(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -219,6 +226,7 @@ class FakeLLMServer:
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._authorizations.clear()
         self.responder = self._initial_responder
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
@@ -258,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_json(400, {"error": {"message": "body is not JSON", "type": "x"}})
             return
+        with self.fake._lock:
+            self.fake._authorizations.append(self.headers.get("Authorization"))
         reply = self.fake._next_reply(body)
         if reply.delay_s:
             time.sleep(reply.delay_s)

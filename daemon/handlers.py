@@ -1,0 +1,161 @@
+"""The frame handlers: what the daemon answers to each request (the server's ``Handlers``).
+
+Rules (protocol.md):
+
+- ``on_request`` answers every request with its own frame (``ack``, ``status``) or
+  raises ``ProtocolError``, which the server sends as an ``error`` frame with the
+  request's id. A :class:`~daemon.errors.RunRefused` from the run manager becomes
+  that error with the refusal's code (``unknown_agent``, ``already_running``,
+  ``device_offline``, ``busy``).
+- ``cancel`` targets a run id or a chat request id; neither: ``not_found``.
+- ``credentials_put`` stores the secret under ``provider:account`` off the event
+  loop (the keyring may block); the secret is never logged.
+- A device hello with agents replaces the agent list; every hello with
+  ``last_event_seq`` gets the events after it; a device coming online starts the
+  scheduler's catch-up.
+- The handlers own no state: they read the parts the composition root made
+  (:class:`Parts`, which ``daemon.app.Daemon`` is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Protocol
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import (
+    Ack,
+    AgentsResult,
+    AgentsSync,
+    AgentStatus,
+    Cancel,
+    ControlHello,
+    CredentialsPut,
+    DaemonInfo,
+    DeviceHello,
+    FloatingRequest,
+    HomeRequest,
+    Status,
+    StatusRequest,
+    Trigger,
+    _Frame,
+)
+from scheduler.service import SchedulerService
+
+from . import __version__
+from .agent_configs import AgentRegistry
+from .chats import ChatRegistry
+from .errors import RunRefused
+from .events import EventLog
+from .runs import RunManager, _iso
+from .secrets import SecretStore
+from .server import Server
+from .session import DeviceSession, Session
+from .state import StateStore
+
+__all__ = ["FrameHandlers", "Parts"]
+
+
+class Parts(Protocol):
+    """The daemon's parts the handlers use (read at call time, so built in any order)."""
+
+    state: StateStore
+    registry: AgentRegistry
+    server: Server
+    events: EventLog
+    runs: RunManager
+    scheduler: SchedulerService
+    chats: ChatRegistry
+    secrets: SecretStore
+
+
+class FrameHandlers:
+    """Implements ``daemon.server.Handlers`` over the daemon's parts."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    async def on_hello(
+        self, session: Session, hello: DeviceHello | ControlHello
+    ) -> AgentsResult | None:
+        if isinstance(hello, DeviceHello) and hello.agents is not None:
+            return self.parts.registry.sync(hello.agents, replace=True)
+        return None
+
+    async def after_hello(self, session: Session, hello: DeviceHello | ControlHello) -> None:
+        if hello.last_event_seq is not None:
+            await self.parts.events.replay(session, hello.last_event_seq)
+        if isinstance(session, DeviceSession):
+            self.parts.scheduler.device_online(session.device_id)
+
+    def on_closed(self, session: Session) -> None:
+        self.parts.chats.session_closed(session)
+
+    async def on_request(self, session: Session, frame: _Frame) -> None:
+        try:
+            await self._answer(session, frame)
+        except RunRefused as exc:
+            raise ProtocolError(exc.message, code=exc.code) from None
+
+    async def _answer(self, session: Session, frame: _Frame) -> None:
+        parts = self.parts
+        if isinstance(frame, StatusRequest):
+            await session.send(self.status(frame.id))
+        elif isinstance(frame, AgentsSync):
+            result = parts.registry.sync(frame.agents, replace=frame.replace)
+            await session.send(Ack(id=frame.id, accepted=result.accepted, rejected=result.rejected))
+        elif isinstance(frame, Trigger):
+            run = parts.runs.start(frame.agent_id, "manual", run_context=frame.run_context)
+            await session.send(Ack(id=frame.id, run_id=run.run_id))
+        elif isinstance(frame, Cancel):
+            await self._cancel(session, frame)
+        elif isinstance(frame, HomeRequest | FloatingRequest):
+            parts.chats.start(session, frame)
+        elif isinstance(frame, CredentialsPut):
+            secret = frame.secret if isinstance(frame.secret, str) else json.dumps(frame.secret)
+            await asyncio.to_thread(parts.secrets.set, f"{frame.provider}:{frame.account}", secret)
+            await session.send(Ack(id=frame.id))
+        else:
+            raise ProtocolError(f"{frame.type} is not a request", code=ErrorCode.BAD_FRAME)
+
+    async def _cancel(self, session: Session, frame: Cancel) -> None:
+        if self.parts.runs.cancel(frame.target) or self.parts.chats.cancel(frame.target):
+            await session.send(Ack(id=frame.id))
+            return
+        raise ProtocolError(
+            f"nothing to cancel: {frame.target!r} is neither an active run nor a chat request",
+            code=ErrorCode.NOT_FOUND,
+        )
+
+    def status(self, request_id: str) -> Status:
+        """The ``status`` frame: every agent's schedule and last run, active runs, devices."""
+        parts = self.parts
+        agents = []
+        for agent in parts.registry.all():
+            last = parts.state.last_finished(agent.id, include_skipped=True)
+            last_run_at = parts.state.last_run_at(agent.id)
+            next_run = parts.scheduler.next_run_at(agent.id)
+            agents.append(
+                AgentStatus(
+                    id=agent.id,
+                    name=agent.name,
+                    kind=agent.kind,
+                    enabled=agent.enabled,
+                    schedule_cron=agent.schedule_cron,
+                    device_id=agent.device_id,
+                    next_run_at=_iso(next_run) if next_run else None,
+                    last_run_at=_iso(last_run_at) if last_run_at else None,
+                    last_status=last.status if last else None,
+                )
+            )
+        server = parts.server
+        return Status(
+            id=request_id,
+            agents=agents,
+            active_runs=[r.summary() for r in parts.runs.active()],
+            device_online=bool(server.devices),
+            devices=sorted(server.devices),
+            daemon=DaemonInfo(version=__version__, pid=server.pid, port=server.port),
+            rejected_agents=parts.registry.rejected(),
+        )
