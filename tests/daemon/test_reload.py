@@ -3,8 +3,22 @@ stay, a bad file changes nothing, agents.toml is re-read."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
+import pytest
+
 from daemon.cli.run import reload_config
 from tests.conftest import DaemonHarness
+
+
+@pytest.fixture(autouse=True)
+def keep_log_level() -> Iterator[None]:
+    """A reload sets the ``tether`` logger's level; later tests must not inherit it."""
+    logger = logging.getLogger("tether")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 async def test_reload_applies_the_model_keeps_the_port_and_survives_a_typo(
