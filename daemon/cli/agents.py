@@ -42,7 +42,8 @@ def _known() -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.agents_verb == "validate":
-        accepted, rejected = load_agents_toml(args.file)
+        paths, _ = load()
+        accepted, rejected = load_agents_toml(args.file, protected=paths.protected())
         if not args.file.exists():
             print(f"{args.file}: no such file")
             return 1
@@ -88,7 +89,7 @@ def _rejected() -> list[RejectedAgent]:
         else:
             return list(status.rejected_agents)
     try:
-        return load_agents_toml(paths.agents_toml)[1]
+        return load_agents_toml(paths.agents_toml, protected=paths.protected())[1]
     except ConfigError as exc:
         return [RejectedAgent(id=None, errors=[str(exc)])]
 

@@ -257,7 +257,7 @@ def _check_agents(paths: Paths, checks: Checks) -> None:
         checks.ok("agents.toml: none (agents come from the desktop app)")
         return
     try:
-        accepted, rejected = load_agents_toml(paths.agents_toml)
+        accepted, rejected = load_agents_toml(paths.agents_toml, protected=paths.protected())
     except ConfigError as exc:
         checks.fail(f"agents.toml: {exc}", f"fix {paths.agents_toml}")
         return
