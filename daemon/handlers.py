@@ -34,6 +34,8 @@ from protocol.frames import (
     CredentialsPut,
     DaemonInfo,
     DeviceHello,
+    EstimateRequest,
+    EstimateResult,
     FloatingRequest,
     HomeRequest,
     Status,
@@ -47,6 +49,7 @@ from . import __version__
 from .agent_configs import AgentRegistry
 from .chats import ChatRegistry
 from .errors import RunRefused
+from .estimates import Estimator
 from .events import EventLog
 from .runs import RunManager, _iso
 from .secrets import SecretStore
@@ -68,6 +71,7 @@ class Parts(Protocol):
     scheduler: SchedulerService
     chats: ChatRegistry
     secrets: SecretStore
+    estimates: Estimator
 
 
 class FrameHandlers:
@@ -110,6 +114,11 @@ class FrameHandlers:
             await session.send(Ack(id=frame.id, run_id=run.run_id))
         elif isinstance(frame, Cancel):
             await self._cancel(session, frame)
+        elif isinstance(frame, EstimateRequest):
+            est, model = await parts.estimates.estimate(frame.agent_id)
+            await session.send(
+                EstimateResult(id=frame.id, agent_id=frame.agent_id, model=model, **vars(est))
+            )
         elif isinstance(frame, HomeRequest | FloatingRequest):
             parts.chats.start(session, frame)
         elif isinstance(frame, CredentialsPut):

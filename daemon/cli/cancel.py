@@ -1,4 +1,4 @@
-"""``daemon cancel RUN_ID``: stop a run (or a chat request) that is in progress."""
+"""``daemon cancel <run-id|agent>``: stop a running run (it ends ``cancelled``)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,25 @@ import argparse
 import asyncio
 from typing import Any
 
-from daemon.paths import Paths
-
 from .common import control_client, load
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("cancel", help="cancel a run in progress")
-    p.add_argument("run_id", help="the run id (`daemon status` lists active runs)")
+    p = sub.add_parser("cancel", help="stop a running run (by run id or agent id)")
+    p.add_argument("target", help="a run id, or an agent id whose run to stop")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     paths, _ = load()
-    asyncio.run(_cancel(paths, args.run_id))
-    print(f"cancel requested for {args.run_id}; the run ends at its next step")
+    asyncio.run(_cancel(paths, args.target))
+    print(f"cancel sent: {args.target} stops at its next step (the journal says cancelled)")
     return 0
 
 
-async def _cancel(paths: Paths, run_id: str) -> None:
+async def _cancel(paths: Any, target: str) -> None:
     client = await control_client(paths)
     try:
-        await client.cancel(run_id)
+        await client.cancel(target)
     finally:
         await client.close()
