@@ -34,8 +34,7 @@ from collections.abc import Sequence
 from agents.errors import AgentError
 from daemon import __version__
 from daemon.errors import AlreadyRunning, ConfigError, DaemonError, NotRunning
-from protocol.client import ConnectionLost, HandshakeRefused, RequestFailed
-from protocol.errors import ProtocolError
+from protocol.errors import ConnectionLost, HandshakeRefused, ProtocolError, RequestFailed
 
 from . import (
     agents,

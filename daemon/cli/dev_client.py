@@ -59,7 +59,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from protocol.sqlite_store import SqliteStore
+    from protocol.reference import SqliteStore
 
     paths = load_paths()
     seed = _read_seed(args.seed) if args.seed is not None else None
@@ -160,7 +160,7 @@ def _why(code: int | None) -> str:
 
 
 async def _serve(paths: Paths, store: Any, db: str, device_id: str) -> int:
-    from protocol.client import HandshakeRefused, ReferenceClient
+    from protocol.reference import HandshakeRefused, ReferenceClient
 
     last_seq: int | None = None
     delay = RETRY_S[0]

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
-from protocol.client import ConnectionLost
+from protocol.errors import ConnectionLost
 from protocol.frames import RunComplete, RunProgress, RunStarted
 
 from .common import control_client, load

@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from daemon.config import Config
 from daemon.server import FEATURES
-from protocol.client import HandshakeRefused, ReferenceClient
 from protocol.codec import decode, encode
 from protocol.frames import (
     ControlHello,
@@ -32,6 +31,7 @@ from protocol.frames import (
     Status,
     _Frame,
 )
+from protocol.reference import HandshakeRefused, ReferenceClient
 from tests.conftest import DaemonFactory, DaemonHarness, wait_until
 
 # --- raw client helpers (the reference client hides what these tests look at) ---------

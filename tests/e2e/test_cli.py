@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.client import HandshakeRefused, ProtocolClient, ReferenceClient
 from protocol.frames import Error
+from protocol.reference import HandshakeRefused, ProtocolClient, ReferenceClient
 from tests.support.cli import Cli, cli_harness, mode
 
 POSIX = os.name == "posix"

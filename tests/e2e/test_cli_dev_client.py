@@ -17,7 +17,7 @@ import pytest
 
 from daemon.cli.dev_client import seed_store
 from daemon.errors import ConfigError
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import SqliteStore
 from tests.support.cli import REPO, Cli, cli_harness
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")

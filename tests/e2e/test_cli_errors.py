@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemon.state import StateStore
-from protocol.client import ReferenceClient
+from protocol.reference import ReferenceClient
 from tests.support.cli import REPO, Cli, cli_harness
 from tests.support.llm_server import FakeLLMServer, Hang
 
