@@ -37,9 +37,11 @@ from daemon.errors import AlreadyRunning, ConfigError, DaemonError, NotRunning
 from protocol.errors import ConnectionLost, HandshakeRefused, ProtocolError, RequestFailed
 
 from . import (
+    accounts,
     agents,
     autostart,
     cancel,
+    connect,
     dev_client,
     doctor,
     estimate,
@@ -82,6 +84,8 @@ VERBS = (
     runs,
     logs,
     pair,
+    connect,
+    accounts,
     autostart,
     doctor,
     schema,

@@ -6,16 +6,13 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
-
-from daemon.agent_configs import load_agents_toml, validate_agent
-from daemon.errors import ConfigError, DaemonError
-from daemon.paths import Paths
-from daemon.runtime import read_runtime
-from daemon.state import StateStore
-from protocol.frames import RejectedAgent, Status
+from typing import TYPE_CHECKING, Any
 
 from .common import control_client, load
+
+if TYPE_CHECKING:
+    from daemon.paths import Paths
+    from protocol.frames import RejectedAgent, Status
 
 
 def add_parser(sub: Any) -> None:
@@ -33,6 +30,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _known() -> list[dict[str, Any]]:
+    from daemon.state import StateStore  # here, not at the top: keeps `daemon --help` fast
+
     paths, _ = load()
     if not paths.state_db.exists():
         return []
@@ -41,6 +40,8 @@ def _known() -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from daemon.agent_configs import load_agents_toml, validate_agent  # pydantic, croniter
+
     if args.agents_verb == "validate":
         paths, _ = load()
         accepted, rejected = load_agents_toml(args.file, protected=paths.protected())
@@ -80,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _rejected() -> list[RejectedAgent]:
     """The running daemon's rejected agents; without one, those of agents.toml."""
+    from daemon.agent_configs import load_agents_toml
+    from daemon.errors import ConfigError, DaemonError
+    from daemon.runtime import read_runtime
+    from protocol.frames import RejectedAgent
+
     paths, _ = load()
     if read_runtime(paths) is not None:
         try:

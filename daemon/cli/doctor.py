@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         _check_port(paths, config, checks)
         _check_llm(paths, config, checks, call=not args.no_llm_call)
     _check_agents(paths, checks)
-    checks.note("cloud accounts: none (this version connects no cloud account yet)")
+    _check_accounts(paths, checks)
     _check_autostart(paths, checks)
     if checks.failed:
         print(f"{checks.failed} problem(s) found")
@@ -267,6 +267,35 @@ def _check_agents(paths: Paths, checks: Checks) -> None:
             f"fix it in {paths.agents_toml}; check with `daemon agents validate {paths.agents_toml}`",
         )
     checks.ok(f"agents.toml: {len(accepted)} valid agent(s)")
+
+
+def _check_accounts(paths: Paths, checks: Checks) -> None:
+    """Each connected account has a refresh token to renew its access with, and is not
+    waiting for a new sign-in. (The refresh itself runs at the next sync.)"""
+    from daemon.accounts import Accounts
+
+    try:
+        accounts = Accounts(paths)
+        states = accounts.list()
+    except Exception as exc:  # a corrupt accounts.json must not stop the doctor
+        checks.fail(f"cloud accounts: cannot read them: {exc}", "run `daemon accounts` for details")
+        return
+    if not states:
+        checks.ok("cloud accounts: none connected (connect one with: daemon connect google)")
+        return
+    for state in states:
+        who = f"cloud account {state.provider} {state.account}"
+        reconnect = f"daemon connect {state.provider} --account {state.account}"
+        if state.state == "needs_reconnect":
+            checks.fail(f"{who} needs a new sign-in ({state.reason or 'refused'})", reconnect)
+            continue
+        tokens = accounts.load_tokens(state.provider, state.account)
+        if tokens is None or not tokens.refresh_token:
+            checks.fail(
+                f"{who} has no refresh token stored (it cannot renew its access)", reconnect
+            )
+        else:
+            checks.ok(f"{who}: connected, refresh token stored")
 
 
 def _check_autostart(paths: Paths, checks: Checks) -> None:

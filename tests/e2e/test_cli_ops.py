@@ -339,3 +339,35 @@ def test_logs_follow_prints_new_lines_across_a_rotation(cli: Cli) -> None:
     assert "after rotation" in popen.stdout.readline()
     popen.send_signal(signal.SIGINT)
     assert popen.wait(10) == 130
+
+
+def test_doctor_checks_cloud_accounts(cli: Cli) -> None:
+    import time
+
+    import keyring
+    from keyring.backends import fail
+
+    from daemon.accounts import Accounts
+    from daemon.paths import Paths
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # the 0600 file
+    try:
+        accounts = Accounts(Paths.under(cli.home).ensure())
+        bundle = {"access_token": "at-" + "a" * 20, "expires_at": time.time() + 3600}
+        accounts.put_credentials("gmail", "me@example.com", {**bundle, "refresh_token": "r" * 24})
+        accounts.put_credentials("teams", "me@contoso.com", {**bundle, "refresh_token": "r" * 24})
+        accounts.mark_needs_reconnect("microsoft", "me@contoso.com", "invalid_grant")
+    finally:
+        keyring.set_keyring(previous)
+    cli.env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+    result = cli.run("doctor", "--no-llm-call")
+    assert "ok    cloud account google me@example.com: connected, refresh token stored" in (
+        result.stdout
+    )
+    assert "FAIL  cloud account microsoft me@contoso.com needs a new sign-in (invalid_grant)" in (
+        result.stdout
+    )
+    assert "fix: daemon connect microsoft --account me@contoso.com" in result.stdout
+    assert "r" * 24 not in result.stdout
+    assert result.returncode == 1
