@@ -19,6 +19,8 @@ export type Frame =
   | HomeRequest
   | FloatingRequest
   | CredentialsPut
+  | EstimateRequest
+  | EstimateResult
   | Ping
   | Pong
   | Ack
@@ -309,6 +311,37 @@ export interface CredentialsPut {
     | string;
   type: "credentials_put";
 }
+/**
+ * What a run of the agent would read and cost now, without any LLM call.
+ */
+export interface EstimateRequest {
+  agent_id: string;
+  id: string;
+  type: "estimate";
+}
+/**
+ * The answer to ``estimate``. Items are files for a local agent, messages for a
+ * mailbox. ``prompt_tokens`` and ``llm_calls`` assume every changed item is processed
+ * (items skipped at triage cost less); ``cost_usd`` is ``None`` when the model's price
+ * is unknown (a local model); ``runs`` is how many runs the agent's budget splits it into.
+ */
+export interface EstimateResult {
+  agent_id: string;
+  chars?: number;
+  cost_usd?: number | null;
+  id: string;
+  items_changed?: number;
+  items_moved?: number;
+  items_new?: number;
+  items_unchanged?: number;
+  items_unreadable?: number;
+  llm_calls?: number;
+  model?: string | null;
+  notes?: string[];
+  prompt_tokens?: number;
+  runs?: number;
+  type: "estimate_result";
+}
 export interface Ping {
   id?: string | null;
   type: "ping";
@@ -411,6 +444,7 @@ export interface RunProgress {
 export interface RunComplete {
   agent_id: string;
   agent_name?: string | null;
+  changes?: RecordChange[] | null;
   errors?: string[];
   finished_at: string;
   items_created?: number;
@@ -426,6 +460,17 @@ export interface RunComplete {
   trigger: "schedule" | "manual" | "reconnect";
   type: "run_complete";
   usage?: Usage;
+}
+export interface RecordChange {
+  after?: {
+    [k: string]: unknown | undefined;
+  };
+  before?: {
+    [k: string]: unknown | undefined;
+  };
+  field: string;
+  id: string;
+  table: string;
 }
 export interface Usage {
   completion_tokens?: number;
