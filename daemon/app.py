@@ -115,7 +115,12 @@ class Daemon:
         """Recover the journal, load agents.toml, listen, schedule. Returns the port."""
         now = self.clock()
         for run in self.state.close_orphaned_runs("daemon stopped during the run", now):
-            log.warning("run %s of %s was still running at the last stop", run.run_id, run.agent_id)
+            log.warning(
+                "run %s of %s was still running at the last stop",
+                run.run_id,
+                run.agent_id,
+                extra={"run_id": run.run_id, "agent_id": run.agent_id},
+            )
             await self.events.run_complete(
                 run_id=run.run_id,
                 agent_id=run.agent_id,

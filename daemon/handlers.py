@@ -166,4 +166,5 @@ class FrameHandlers:
             device_online=bool(server.devices),
             devices=sorted(server.devices),
             daemon=DaemonInfo(version=__version__, pid=server.pid, port=server.port),
+            rejected_agents=parts.registry.rejected(),
         )

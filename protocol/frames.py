@@ -337,6 +337,7 @@ class Status(_Frame):
     device_online: bool
     devices: list[str] = Field(default_factory=list)
     daemon: DaemonInfo | None = None
+    rejected_agents: list[RejectedAgent] = Field(default_factory=list)
 
 
 class EstimateResult(_Frame):

@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
             f"  {a.id:<20} {state:<8} cron {a.schedule_cron!r:<16} next {a.next_run_at or '-':<25} "
             f"last {a.last_run_at or 'never'} ({a.last_status or '-'})"
         )
+    for bad in status.rejected_agents:
+        print(f"  REJECTED {bad.id or '(no id)'}: {'; '.join(bad.errors)}")
+    if status.rejected_agents:
+        print("  (fix agents.toml: the daemon reloads it on its own, or send SIGHUP)")
     for r in status.active_runs:
         print(
             f"  running: {r.agent_id} run {r.run_id} ({r.trigger}) {r.phase or ''} {r.done}/{r.total}"

@@ -364,6 +364,7 @@ export interface Status {
   device_online: boolean;
   devices?: string[];
   id: string;
+  rejected_agents?: RejectedAgent[];
   type: "status";
 }
 export interface RunSummary {
