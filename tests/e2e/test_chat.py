@@ -145,9 +145,10 @@ def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 def assert_stream_shape(
     client: RecordingClient, result: ChatResult, *, floating: bool = False
 ) -> None:
-    """stream_start, [floating_domain], stream_text..., stream_end; nothing else, once each."""
+    """[floating_domain], stream_start, stream_text..., stream_end; nothing else, once each
+    (a floating answer opens with its domain: the shipping app expects it first)."""
     kinds = client.kinds(result.request_id)
-    head = ["stream_start", "floating_domain"] if floating else ["stream_start"]
+    head = ["floating_domain", "stream_start"] if floating else ["stream_start"]
     assert kinds[: len(head)] == head, kinds
     assert kinds[-1] == "stream_end", kinds
     middle = kinds[len(head) : -1]
