@@ -13,7 +13,8 @@ Rules (protocol.md "Compatibility with the shipping app", issue 11):
 - ``provider`` stands for ``kind`` (``gmail``, ``outlook``, ``teams``, and
   ``local`` / ``local_directory`` for a local agent). With both, they must agree.
 - ``null`` for a setting that cannot be null means "not set" (the default), as a
-  nullable database column of the app sends it.
+  nullable database column of the app sends it. An integer ``id`` is taken as its
+  decimal text.
 - ``last_run_at`` (ISO 8601, or a number of milliseconds since the epoch as the
   app's storage keeps times) is the app's own record of the agent's last run. It is
   kept per agent (:func:`record_app_runs`), and :func:`effective_last_run_at` is
@@ -155,6 +156,8 @@ def _strip(
 def _normalize(raw: Mapping[str, Any]) -> tuple[Any, list[str], Any]:
     """One agent row: (what to validate, ignored keys, the app's raw last_run_at)."""
     data = dict(raw)
+    if isinstance(data.get("id"), int) and not isinstance(data.get("id"), bool):
+        data["id"] = str(data["id"])  # an app's integer key
     provider = data.get("provider")
     kind = data.get("kind")
     if kind is None and isinstance(provider, str):
@@ -185,7 +188,7 @@ def normalize_client_agents(raws: Sequence[Any]) -> ClientAgents:
             out.raws.append(raw)
             continue
         data, ignored, app_last_run = _normalize(raw)
-        agent_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        agent_id = data.get("id") if isinstance(data.get("id"), str) else None
         if app_last_run is not None:
             moment = parse_app_time(app_last_run)
             if moment is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -204,6 +204,15 @@ class DeviceHello(_Frame):
     token: str | None = None
     device_id: str = Field(min_length=1, max_length=200)
     agent_ids: list[str] | None = None
+
+    @field_validator("agent_ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        # Informational: a numeric id (an app's integer key) must not fail the hello.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
     client: ClientInfo | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
     agents: list[dict[str, Any]] | None = None
@@ -354,6 +363,15 @@ class DeviceStatus(_Model):
 
     device_id: str
     agent_ids: list[str] | None = None
+
+    @field_validator("agent_ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        # Informational: a numeric id (an app's integer key) must not fail the hello.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
     unknown_agent_ids: list[str] = Field(default_factory=list)
     legacy: bool = False
 

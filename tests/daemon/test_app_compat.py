@@ -18,6 +18,8 @@ import pytest
 from daemon.agent_configs import AgentRegistry, load_agents_toml
 from daemon.app_compat import effective_last_run_at, normalize_client_agents, parse_app_time
 from daemon.state import StateStore
+from protocol.codec import decode
+from protocol.frames import DeviceHello
 
 NOW = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
 
@@ -199,3 +201,11 @@ def test_a_rejected_agent_leaves_no_last_run_at(state: StateStore) -> None:
     registry = AgentRegistry(state, clock=lambda: NOW)
     registry.sync([app_local(schedule_cron="nope", last_run_at=NOW.isoformat())], replace=True)
     assert effective_last_run_at(state)("docs") is None
+
+
+def test_integer_ids_are_taken_as_text(state: StateStore) -> None:
+    result = AgentRegistry(state).sync([app_local(id=42)], replace=True)
+    assert result.accepted == ["42"] and result.ignored_keys[0].id == "42"
+    hello = decode('{"type": "device_hello", "device_id": "d", "agent_ids": [42, "x"]}')
+    assert isinstance(hello, DeviceHello) and hello.agent_ids == ["42", "x"]
+    assert "protocol" not in hello.model_fields_set and hello.protocol == 1

@@ -204,6 +204,11 @@ async def test_the_apps_hello_pairs_as_protocol_1_and_is_logged_once(
     assert device.device_id == DEVICE and device.legacy
     assert device.agent_ids == APP_AGENT_IDS
     assert device.unknown_agent_ids == APP_AGENT_IDS  # none synced yet: they cannot run
+    shown = await asyncio.to_thread(daemon.cli.run, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert f"{DEVICE} has agents the daemon has no configuration for: docs-folder, work-mail" in (
+        shown.stdout
+    )
 
     await app.close()
     again = await connected(daemon, clients)  # the app restarts: same device
