@@ -92,6 +92,7 @@ class RunContext:
     cancel: asyncio.Event
     tz: tzinfo
     limits: RunLimits = field(default_factory=RunLimits)
+    protected: tuple[str, ...] = ()  # folders no source may read (Tether's own)
 
 
 @dataclass

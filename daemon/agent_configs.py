@@ -4,7 +4,8 @@ Rules (agents.md "Agent configuration"):
 
 - Agents come from the client (``device_hello.agents``, ``agents_sync``) and from an
   optional ``agents.toml`` (``[[agents]]`` tables). Both pass ``validate_agent``:
-  the pydantic ``AgentConfig`` union plus the cron check of ``scheduler.cron``.
+  the pydantic ``AgentConfig`` union, the cron check of ``scheduler.cron`` and the
+  kind's own checks (``kinds.agent_problems``: roots that would leak the machine).
 - One bad agent never fails the batch: it is rejected with its reasons and the
   others are accepted. A duplicate id within one batch is rejected.
 - A device hello carrying ``agents`` is the client's full set (replace); an
@@ -34,6 +35,7 @@ from scheduler.cron import cron_error
 
 from .app_compat import normalize_client_agents, record_app_runs
 from .errors import ConfigError
+from .kinds import agent_problems
 from .state import StateStore
 
 __all__ = ["AgentRegistry", "load_agents_toml", "validate_agent", "validate_agents"]
@@ -41,8 +43,11 @@ __all__ = ["AgentRegistry", "load_agents_toml", "validate_agent", "validate_agen
 log = logging.getLogger("tether.agents")
 
 
-def validate_agent(raw: Any) -> tuple[AgentConfig | None, list[str]]:
-    """One agent: the config, or None and the reasons it was rejected."""
+def validate_agent(
+    raw: Any, *, protected: Sequence[str] = ()
+) -> tuple[AgentConfig | None, list[str]]:
+    """One agent: the config, or None and the reasons it was rejected. ``protected``
+    are folders no agent may read (Tether's own)."""
     if not isinstance(raw, Mapping):
         return None, ["an agent must be an object"]
     try:
@@ -58,17 +63,22 @@ def validate_agent(raw: Any) -> tuple[AgentConfig | None, list[str]]:
     reason = cron_error(config.schedule_cron)
     if reason is not None:
         return None, [f"schedule_cron: {reason}"]
+    problems = agent_problems(config, protected)
+    if problems:
+        return None, problems
     return config, []
 
 
-def validate_agents(raws: Sequence[Any]) -> tuple[list[AgentConfig], list[RejectedAgent]]:
+def validate_agents(
+    raws: Sequence[Any], *, protected: Sequence[str] = ()
+) -> tuple[list[AgentConfig], list[RejectedAgent]]:
     accepted: list[AgentConfig] = []
     rejected: list[RejectedAgent] = []
     seen: set[str] = set()
     for raw in raws:
         raw_id = raw.get("id") if isinstance(raw, Mapping) else None
         agent_id = raw_id if isinstance(raw_id, str) else None
-        config, errors = validate_agent(raw)
+        config, errors = validate_agent(raw, protected=protected)
         if config is not None and config.id in seen:
             config, errors = None, [f"id {agent_id!r} appears more than once"]
         if config is None:
@@ -79,7 +89,9 @@ def validate_agents(raws: Sequence[Any]) -> tuple[list[AgentConfig], list[Reject
     return accepted, rejected
 
 
-def load_agents_toml(path: Path) -> tuple[list[AgentConfig], list[RejectedAgent]]:
+def load_agents_toml(
+    path: Path, *, protected: Sequence[str] = ()
+) -> tuple[list[AgentConfig], list[RejectedAgent]]:
     """Read and validate an ``agents.toml``; a missing file is an empty set."""
     if not path.exists():
         return [], []
@@ -95,7 +107,7 @@ def load_agents_toml(path: Path) -> tuple[list[AgentConfig], list[RejectedAgent]
     agents = data.get("agents", [])
     if not isinstance(agents, list):
         raise ConfigError(f"{path}: 'agents' must be an array of tables ([[agents]])")
-    return validate_agents(agents)
+    return validate_agents(agents, protected=protected)
 
 
 def _dump(config: AgentConfig) -> dict[str, Any]:
@@ -106,9 +118,14 @@ class AgentRegistry:
     """Validated agent configurations, cached in the state store."""
 
     def __init__(
-        self, state: StateStore, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        state: StateStore,
+        *,
+        protected: Sequence[str] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.state = state
+        self.protected = tuple(protected)
         self.clock = clock
         self._agents: dict[str, AgentConfig] = {}
         self._listeners: list[Callable[[set[str]], None]] = []
@@ -130,7 +147,7 @@ class AgentRegistry:
 
     def load_file(self, path: Path) -> list[RejectedAgent]:
         """Take the agents of ``agents.toml`` (replacing earlier file agents)."""
-        accepted, rejected = load_agents_toml(path)
+        accepted, rejected = load_agents_toml(path, protected=self.protected)
         for bad in rejected:
             log.warning("agents.toml: agent %s rejected: %s", bad.id, "; ".join(bad.errors))
         self._put(accepted, source="file", replace=True)
@@ -140,7 +157,7 @@ class AgentRegistry:
         """Take the client's agents; answer which were accepted, rejected, and which
         of their keys were ignored."""
         client = normalize_client_agents(raws)
-        accepted, rejected = validate_agents(client.raws)
+        accepted, rejected = validate_agents(client.raws, protected=self.protected)
         ids = [a.id for a in accepted]
         record_app_runs(self.state, client.last_run_at, ids, self.clock())
         self._put(accepted, source="client", replace=replace)

@@ -24,8 +24,6 @@ from datetime import UTC, datetime, tzinfo
 from functools import partial
 
 from agents.chat import ChatService
-from agents.local_dir.source import run_local_directory
-from agents.run import AgentRunner
 from protocol.agent_config import AgentConfig
 from scheduler.cron import local_tz
 from scheduler.service import NextFire, SchedulerService, cron_next_fire
@@ -38,6 +36,7 @@ from .config import Config
 from .errors import RunRefused
 from .events import EventLog
 from .handlers import FrameHandlers
+from .kinds import RUNNERS
 from .llm import LLMFactory, stored_api_key
 from .paths import Paths
 from .runs import RunManager, _iso
@@ -48,9 +47,6 @@ from .state import StateStore
 __all__ = ["Daemon"]
 
 log = logging.getLogger("tether.daemon")
-
-# Agent kind -> its runner. A new source of work is one new entry here.
-RUNNERS: dict[str, AgentRunner] = {"local_directory": run_local_directory}
 
 
 class Daemon:
@@ -73,7 +69,8 @@ class Daemon:
         self.clock = clock
         self.secrets = SecretStore(paths)
         self.llm = LLMFactory(config.llm, stored_key=partial(stored_api_key, self.secrets))
-        self.registry = AgentRegistry(state, clock=clock)
+        protected = paths.protected()
+        self.registry = AgentRegistry(state, protected=protected, clock=clock)
         self.handlers = FrameHandlers(self)
         self.server = Server(config, token, self.handlers, version=__version__, pid=pid)
         self.events = EventLog(state, self.server, retention=config.event_retention)
@@ -85,6 +82,7 @@ class Daemon:
             config=config,
             llm_factory=self.llm.for_agent,
             runners=RUNNERS,
+            protected=protected,
             tz=self.tz,
             clock=clock,
         )

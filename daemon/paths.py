@@ -90,6 +90,10 @@ class Paths:
     def log_file(self) -> Path:
         return self.log_dir / "daemon.log"
 
+    def protected(self) -> tuple[str, ...]:
+        """Tether's own folders: no agent may read them (tokens, state, logs)."""
+        return tuple(str(p) for p in (self.config_dir, self.state_dir, self.log_dir))
+
     def ensure(self) -> Paths:
         """Create the three directories (owner-only, 0700) if missing; return self."""
         for directory in (self.config_dir, self.state_dir, self.log_dir):

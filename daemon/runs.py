@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -140,6 +140,7 @@ class RunManager:
         llm_factory: LLMFactory,
         runners: Runners,
         tz: tzinfo,
+        protected: Sequence[str] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.state = state
@@ -149,6 +150,7 @@ class RunManager:
         self.config = config
         self.llm_factory = llm_factory
         self.runners = runners
+        self.protected = tuple(protected)
         self.tz = tz
         self.clock = clock
         self._by_agent: dict[str, ActiveRun] = {}
@@ -378,6 +380,7 @@ class RunManager:
             ),
             cancel=run.cancel,
             tz=self.tz,
+            protected=self.protected,
             limits=RunLimits(
                 step_budget=runs.step_budget,
                 tool_call_budget=runs.tool_call_budget,

@@ -4,7 +4,7 @@ Walks every ``import`` statement (module level and lazy ones inside functions) o
 product packages with ``ast``, so a cycle hidden behind a function-level import is
 caught too. Rules (architecture.md): ``protocol`` depends on nothing of ours;
 ``agents`` and ``scheduler`` on ``protocol`` at most; ``daemon`` composes them all.
-Outside ``agents/local_dir/`` only the composition root (``daemon.app``) names the
+Outside ``agents/local_dir/`` only the composition root's kind map (``daemon.kinds``) names the
 local-directory agent.
 """
 
@@ -126,7 +126,7 @@ def test_only_the_composition_root_names_the_local_directory_agent() -> None:
     wrong = [
         f"{name} imports {target}"
         for name, targets in GRAPH.items()
-        if not name.startswith("agents.local_dir") and name != "daemon.app"
+        if not name.startswith("agents.local_dir") and name != "daemon.kinds"
         for target in targets
         if target.startswith("agents.local_dir")
     ]

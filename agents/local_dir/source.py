@@ -30,6 +30,7 @@ from protocol.agent_config import LocalDirectoryAgent
 
 from .extract import extract_text
 from .file_tools import file_tools
+from .policy import root_refusal
 from .scan import SUPPORTED_EXTENSIONS, ScannedFile, ScanRules, scan
 
 __all__ = ["LocalDirectorySource", "run_local_directory"]
@@ -44,7 +45,16 @@ class LocalDirectorySource:
         agent = ctx.agent
         assert isinstance(agent, LocalDirectoryAgent)
         self.ctx = ctx
-        self.roots = tuple(agent.directory_paths)
+        # Checked again at run time (the config may predate a rule, or a link may have
+        # moved): a refused root is a failure of the run and no file under it is opened.
+        self.refused = [
+            f"root refused: {reason}"
+            for path in agent.directory_paths
+            if (reason := root_refusal(path, protected=ctx.protected)) is not None
+        ]
+        self.roots = tuple(
+            p for p in agent.directory_paths if root_refusal(p, protected=ctx.protected) is None
+        )
         self.rules = ScanRules(
             roots=self.roots,
             extensions=frozenset(agent.file_extensions) or SUPPORTED_EXTENSIONS,
@@ -54,6 +64,8 @@ class LocalDirectorySource:
         )
 
     async def changes(self) -> Changes:
+        if self.refused and not self.roots:
+            return Changes(items=[], failures=list(self.refused))
         books = self.ctx.books
         index = await asyncio.to_thread(books.file_index)
         result = await asyncio.to_thread(scan, self.rules, index)
@@ -86,7 +98,7 @@ class LocalDirectorySource:
         return Changes(
             items=items,
             notices=[e for e in result.errors if e not in bad],
-            failures=list(result.bad_roots),
+            failures=[*self.refused, *result.bad_roots],
             detail={
                 "files_seen": result.files_seen,
                 "files_changed": len(items),

@@ -37,7 +37,8 @@ def _known() -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.agents_verb == "validate":
-        accepted, rejected = load_agents_toml(args.file)
+        paths, _ = load()
+        accepted, rejected = load_agents_toml(args.file, protected=paths.protected())
         if not args.file.exists():
             print(f"{args.file}: no such file")
             return 1

@@ -194,6 +194,7 @@ def test_the_environment_is_read_in_known_places_only() -> None:
         "daemon/cli/common.py",  # the CLI's one read, handed to daemon.config
         "agents/llm.py",  # LITELLM_LOCAL_MODEL_COST_MAP before the lazy import
         "scheduler/cron.py",  # TZ: the system's zone
+        "agents/local_dir/policy.py",  # Windows: SystemRoot, ProgramFiles (system folders)
     }
     readers = set()
     for path in _product_modules():

@@ -42,7 +42,7 @@ async def test_run_refusals_are_error_frames_with_their_code(
     with pytest.raises(RequestFailed) as unknown:
         await control.trigger("nope")
     assert (unknown.value.code, unknown.value.message) == ("unknown_agent", "no agent 'nope'")
-    await control.agents_sync([agent(tmp_path)])
+    await control.agents_sync([agent(tmp_path / "notes")])
     with pytest.raises(RequestFailed) as offline:
         await control.trigger("notes")
     assert offline.value.code == "device_offline"
@@ -58,7 +58,7 @@ async def test_the_run_manager_raises_its_own_refusal(
         runs.start("nope", "manual")
     assert unknown.value.code == "unknown_agent"
     control = await harness.control()
-    await control.agents_sync([agent(tmp_path)])
+    await control.agents_sync([agent(tmp_path / "notes")])
     notes = harness.daemon.registry.get("notes")
     assert notes is not None
     # The scheduler's way in answers with the code instead of raising.

@@ -252,7 +252,9 @@ async def test_the_apps_agent_rows_are_accepted_and_the_token_is_nowhere(
     daemon: Running, clients: list[ProtocolClient], tmp_path: Path
 ) -> None:
     app = await connected(daemon, clients)
-    rows = [local_row("docs-folder", tmp_path, "2026-11-30T08:00:00Z"), gmail_row()]
+    docs = tmp_path / "docs"  # not tmp_path itself: it holds the daemon's home
+    docs.mkdir()
+    rows = [local_row("docs-folder", docs, "2026-11-30T08:00:00Z"), gmail_row()]
     ack = await app.agents_sync(rows, replace=True)
 
     assert ack.accepted == ["docs-folder", "work-mail"] and ack.rejected == []

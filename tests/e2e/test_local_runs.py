@@ -5,13 +5,14 @@ the local test model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from protocol.client import ReferenceClient
+from protocol.client import ReferenceClient, RequestFailed
 from protocol.frames import RunComplete, ToolCall
 from protocol.sqlite_store import SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
@@ -273,3 +274,67 @@ async def test_a_model_reply_text_alone_needs_no_second_call(
     assert done.status == "success" and done.usage.llm_calls == 2  # triage + one step
     assert [t for t in titles(client.store)] == ["Send the invoice"]
     assert llm_server.calls == 2
+
+
+# --- roots that cannot leak the machine -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "root", ["/", "/etc", os.path.expanduser("~/.ssh"), "/usr/share/doc", "/proc/self"]
+)
+async def test_system_and_credential_roots_are_refused_on_arrival(
+    daemon: DaemonHarness, app_db: Path, root: str
+) -> None:
+    client = await daemon.device(app_db, agents=[agent(Path(root))])
+    status = await client.status()
+    assert "work-folder" not in [a.id for a in status.agents]
+    with pytest.raises(RequestFailed) as refused:
+        await client.trigger("work-folder")
+    assert refused.value.code == "unknown_agent"
+
+
+async def test_the_hello_says_why_a_root_was_refused(
+    daemon: DaemonHarness, app_db: Path, tmp_path: Path
+) -> None:
+    client = await daemon.device(app_db, agents=[agent(Path("/etc"))])
+    ack = client.hello_ack
+    assert ack is not None and ack.agents is not None
+    (rejected,) = ack.agents.rejected
+    assert rejected.id == "work-folder"
+    assert any("system folder /etc" in e for e in rejected.errors), rejected.errors
+
+
+async def test_a_symlink_into_etc_inside_a_legal_root_is_never_followed(
+    daemon: DaemonHarness, tmp_path: Path, app_db: Path, model: OfficeModel
+) -> None:
+    root = tmp_path / "legal"
+    write(root / "mine.md", "TASK: Mine\n")
+    (root / "etc-link").symlink_to("/etc")
+    (root / "passwd.txt").symlink_to("/etc/passwd")
+    client = await daemon.device(app_db, agents=[agent(root)])
+    done = await run_agent(client)
+    assert titles(client.store) == ["Mine"]
+    assert model.seen_files == [str(root / "mine.md")]
+    assert any("outside" in e for e in done.errors), done.errors
+
+
+async def test_a_root_that_became_a_link_to_etc_is_refused_at_run_time(
+    daemon: DaemonHarness, tmp_path: Path, app_db: Path, llm_server: FakeLLMServer
+) -> None:
+    root = tmp_path / "docs"
+    write(root / "a.md", "TASK: A\n")
+    client = await daemon.device(app_db, agents=[agent(root)])
+    shutil.rmtree(root)
+    root.symlink_to("/etc")
+    done = await run_agent(client)
+    assert done.status == "error"
+    assert any("root refused" in e and "/etc" in e for e in done.errors), done.errors
+    assert llm_server.calls == 0
+
+
+async def test_tethers_own_folders_are_refused(daemon: DaemonHarness, app_db: Path) -> None:
+    client = await daemon.device(app_db, agents=[agent(daemon.paths.state_dir)])
+    ack = client.hello_ack
+    assert ack is not None and ack.agents is not None
+    (rejected,) = ack.agents.rejected
+    assert any("Tether's own folder" in e for e in rejected.errors), rejected.errors
