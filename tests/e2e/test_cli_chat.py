@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -182,3 +183,39 @@ async def test_the_answer_is_printed_as_it_streams(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_ctrl_c_cancels_and_exits_130(
+    cli: Cli,  # noqa: F811
+    app: ReferenceClient,
+    llm_server: FakeLLMServer,
+) -> None:
+    held = threading.Event()
+    llm_server.script(Text("Thinking about it. More.", chunk_size=19, hold=held))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon",
+        "chat",
+        "think hard",
+        cwd=REPO,
+        env=cli.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.read(1024), 30)
+        assert first == b"Thinking about it. "
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 130
+        assert b"Traceback" not in await proc.stderr.read()
+    finally:
+        held.set()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # The daemon and the app go on: the next question is answered.
+    llm_server.script(Text("Still here."))
+    result = await chat(cli, "are you there?")
+    assert result.returncode == 0 and result.stdout == "Still here.\n"
