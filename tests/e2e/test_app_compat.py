@@ -44,7 +44,7 @@ from protocol.frames import (
     StreamText,
 )
 from protocol.sqlite_store import SqliteStore
-from tests.e2e.test_cli import Cli, DaemonProcess, cli  # noqa: F401  (the fixture)
+from tests.e2e.test_cli import Cli, cli  # noqa: F401  (the fixture)
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
 
 pytestmark = [
@@ -97,7 +97,7 @@ class App(ReferenceClient):
 @dataclass
 class Running:
     cli: Cli
-    proc: DaemonProcess
+    proc: Any  # the `daemon run` process (DaemonProcess of the CLI test harness)
     db: Path
 
     @property

@@ -21,13 +21,16 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from protocol.client import ReferenceClient
 from protocol.sqlite_store import SqliteStore
-from tests.e2e.test_cli import REPO, Cli, DaemonProcess, cli  # noqa: F401  (the fixture)
+from tests.e2e.test_cli import Cli, cli  # noqa: F401  (the fixture)
 from tests.support.llm_server import Call, Error, FakeLLMServer, Text, ToolCalls
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.skipif(os.name != "posix", reason="spawns daemon processes"),
@@ -36,7 +39,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def daemon(cli: Cli, llm_server: FakeLLMServer) -> Iterator[DaemonProcess]:  # noqa: F811
+def daemon(cli: Cli, llm_server: FakeLLMServer) -> Iterator[Any]:  # noqa: F811
     cli.env.update(TETHER_MODEL="openai/fake", TETHER_API_BASE=llm_server.base_url)
     proc = cli.start()
     yield proc
@@ -46,7 +49,7 @@ def daemon(cli: Cli, llm_server: FakeLLMServer) -> Iterator[DaemonProcess]:  # n
 @pytest.fixture
 async def app(
     cli: Cli,  # noqa: F811
-    daemon: DaemonProcess,
+    daemon: Any,
     tmp_path: Path,
 ) -> AsyncIterator[ReferenceClient]:
     db = tmp_path / "app.db"
@@ -67,7 +70,7 @@ async def chat(cli: Cli, *args: str) -> subprocess.CompletedProcess[str]:  # noq
 
 def test_without_the_app_it_says_so_and_asks_nothing(
     cli: Cli,  # noqa: F811
-    daemon: DaemonProcess,
+    daemon: Any,
     llm_server: FakeLLMServer,
 ) -> None:
     result = cli.run("chat", "what is due today?")
