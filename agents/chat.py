@@ -2,20 +2,21 @@
 
 Rules (agents.md "Chat", protocol.md "Chat stream"):
 
-- ``stream_start`` first. A floating request's first frame is ``floating_domain``
-  (the shipping app expects it before ``stream_start``): the domain is the table of
-  the first tool the model uses, or — if text comes before any tool, or the model
-  fails first — the request's scope (:func:`scope_domain`). ``stream_start``
-  follows it at once, so a floating answer opens after the model's first step.
+- A home answer opens with ``stream_start``. A floating answer opens with
+  ``floating_domain`` (the shipping app expects it first), then ``stream_start``:
+  the domain is the table of the first tool the model uses, or — if text comes
+  before any tool, or the model fails first — the request's scope
+  (:func:`scope_domain`). So a floating answer opens after the model's first step.
 - The request: ``conversation_history`` turns of roles other than ``user`` and
   ``assistant`` are left out, ``null`` content is empty; ``context`` (an object or
   text from the app) goes into the system prompt as a marked section, as data
   (at most ``CONTEXT_LIMIT`` characters).
 - ``stream_text`` chunks are forwarded as the model produces them.
 - ``stream_end`` always ends the request, exactly once, with every insert, update
-  (``data: {id, updates, row}``) and delete the request performed (recorded at the store, so a request that fails
-  half-way still reports what it changed) and ``error`` when it did not finish:
-  ``"cancelled"``, or an LLM failure in words the user can act on.
+  (``data: {id, updates, row}``) and delete the request performed (recorded at the
+  store, so a request that fails half-way still reports what it changed) and
+  ``error`` when it did not finish: ``"cancelled"``, or an LLM failure in words the
+  user can act on.
 - Cancel: a model call in flight is abandoned at once; a batch of tool calls already
   sent to the app finishes first, so ``stream_end`` lists every write the app made.
 - Chat runs the one tool loop with every entity tool, deletes included: the user

@@ -448,6 +448,9 @@ async def test_chat_from_a_control_session_without_an_app(daemon: DaemonHarness)
     assert result.error is not None and "no desktop app is connected" in result.error
     assert control.kinds("cli-1") == ["stream_start", "stream_end"]
     assert (await control.status()).device_online is False
+    floating = await control.floating("and this?", scope={"type": "Note"}, request_id="cli-2")
+    assert floating.error is not None and floating.domain == "notes"
+    assert control.kinds("cli-2") == ["floating_domain", "stream_start", "stream_end"]
 
 
 async def test_a_slow_keyring_does_not_stall_the_daemon(
