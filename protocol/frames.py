@@ -308,14 +308,14 @@ class StatusRequest(_Frame):
 
 
 class HomeRequest(_Frame):
-    """``context``: whatever the app attaches (an object or a string); it reaches the
-    model as a marked section of the prompt."""
+    """``context``: whatever the app attaches (any JSON value; the app sends an object
+    or text); it reaches the model as a marked section of the prompt."""
 
     type: Literal["home_request"] = "home_request"
     request_id: str | None = None
     message: str = Field(min_length=1)
     conversation_history: list[ChatMessage] | None = None
-    context: dict[str, Any] | list[Any] | str | None = None
+    context: Any = None
 
 
 class FloatingRequest(_Frame):
@@ -324,7 +324,7 @@ class FloatingRequest(_Frame):
     message: str = Field(min_length=1)
     scope: Scope
     conversation_history: list[ChatMessage] | None = None
-    context: dict[str, Any] | list[Any] | str | None = None
+    context: Any = None
 
 
 class CredentialsPut(_Frame):

@@ -8,6 +8,7 @@ which the scheduler's ``last_run_at`` uses when it is newer than the journal's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from daemon.agent_configs import AgentRegistry, load_agents_toml
 from daemon.app_compat import effective_last_run_at, normalize_client_agents, parse_app_time
 from daemon.state import StateStore
 from protocol.codec import decode
-from protocol.frames import DeviceHello
+from protocol.frames import DeviceHello, HomeRequest
 
 NOW = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
 
@@ -209,3 +210,9 @@ def test_integer_ids_are_taken_as_text(state: StateStore) -> None:
     hello = decode('{"type": "device_hello", "device_id": "d", "agent_ids": [42, "x"]}')
     assert isinstance(hello, DeviceHello) and hello.agent_ids == ["42", "x"]
     assert "protocol" not in hello.model_fields_set and hello.protocol == 1
+
+
+@pytest.mark.parametrize("context", [{"page": "dashboard"}, "Viewing note n1", ["a", 1], 42])
+def test_chat_context_of_any_json_shape_decodes(context: Any) -> None:
+    frame = decode(json.dumps({"type": "home_request", "message": "hi", "context": context}))
+    assert isinstance(frame, HomeRequest) and frame.context == context
