@@ -55,6 +55,7 @@ __all__ = [
     "StopReason",
     "run_loop",
     "shorten_context",
+    "until_cancelled",
 ]
 
 StopReason = Literal["answer", "step_budget", "tool_budget"]
@@ -187,21 +188,7 @@ class _Loop:
         return reply
 
     async def until_cancelled(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro``, abandoning it with ``RunCancelled`` if ``cancel`` fires first."""
-        if self.cancel is None:
-            return await coro
-        work = asyncio.ensure_future(coro)
-        stop = asyncio.ensure_future(self.cancel.wait())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-                await asyncio.wait({work})
-        if work.cancelled():
-            raise RunCancelled("cancelled")
-        return work.result()
+        return await until_cancelled(coro, self.cancel)
 
     async def continued(self, reply: Reply, messages: list[Message]) -> str:
         """``reply``'s text, continued while it was cut off by the token limit."""
@@ -280,6 +267,27 @@ def _identity(arguments: str) -> str:
         if isinstance(value, str) and value.strip():
             return " ".join(value.split()).casefold()
     return ""
+
+
+async def until_cancelled(coro: Coroutine[Any, Any, T], cancel: asyncio.Event | None) -> T:
+    """Await ``coro``, abandoning it with ``RunCancelled`` if ``cancel`` fires first."""
+    if cancel is None:
+        return await coro
+    if cancel.is_set():
+        coro.close()
+        raise RunCancelled("cancelled")
+    work = asyncio.ensure_future(coro)
+    stop = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
+    if work.cancelled():
+        raise RunCancelled("cancelled")
+    return work.result()
 
 
 def _budget_error(limit: int) -> ToolOutcome:

@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import DeviceOffline, ExtractError, LLMError, RunCancelled, StoreError
 from .llm import Message, Usage
-from .loop import LoopLimits, LoopResult, run_loop
+from .loop import LoopLimits, LoopResult, run_loop, until_cancelled
 from .run import RunContext, RunReport, RunStatus
 from .source import Item, Source
 from .text import chunk_text, snippet
@@ -220,7 +220,10 @@ async def _triage(
             line["complete"] = _shows_all(preview, texts[item.key])
             titems.append(TriageItem(item.key, line, tuple(source.hints(item))))
         try:
-            result = await triage(ctx.llm, titems, projects, noun=source.noun, key=source.key_name)
+            result = await until_cancelled(
+                triage(ctx.llm, titems, projects, noun=source.noun, key=source.key_name),
+                ctx.cancel,
+            )
         except LLMError as exc:
             tally.errors.append(
                 f"triage failed ({exc}); {source.noun}s were matched to projects by folder name"

@@ -46,6 +46,9 @@ class Changes:
     notices: list[str] = field(default_factory=list)  # policy: does not lower the status
     failures: list[str] = field(default_factory=list)  # e.g. a root that does not exist
     detail: dict[str, Any] = field(default_factory=dict)
+    new: int = 0  # of ``items``: never seen before (the rest changed since last time)
+    moved: int = 0  # recorded without processing: content already processed elsewhere
+    unchanged: int = 0
     summary: str | None = None  # one line for the progress event
 
 

@@ -34,9 +34,10 @@ from .app_compat import effective_last_run_at
 from .chats import ChatRegistry
 from .config import Config
 from .errors import RunRefused
+from .estimates import Estimator
 from .events import EventLog
 from .handlers import FrameHandlers
-from .kinds import RUNNERS
+from .kinds import RUNNERS, SOURCES
 from .llm import LLMFactory, stored_api_key
 from .paths import Paths
 from .runs import RunManager, _iso
@@ -85,6 +86,14 @@ class Daemon:
             protected=protected,
             tz=self.tz,
             clock=clock,
+        )
+        self.estimates = Estimator(
+            state=state,
+            registry=self.registry,
+            config=config,
+            sources=SOURCES,
+            tz=self.tz,
+            protected=protected,
         )
         self.scheduler = SchedulerService(
             agents=self.registry.all,

@@ -43,6 +43,8 @@ from protocol.frames import (
     DaemonInfo,
     DeviceHello,
     DeviceStatus,
+    EstimateRequest,
+    EstimateResult,
     FloatingRequest,
     HomeRequest,
     Status,
@@ -57,6 +59,7 @@ from .agent_configs import AgentRegistry
 from .app_compat import effective_last_run_at
 from .chats import ChatRegistry
 from .errors import RunRefused
+from .estimates import Estimator
 from .events import EventLog
 from .runs import RunManager, _iso
 from .secrets import SecretStore
@@ -80,6 +83,7 @@ class Parts(Protocol):
     scheduler: SchedulerService
     chats: ChatRegistry
     secrets: SecretStore
+    estimates: Estimator
 
 
 class FrameHandlers:
@@ -141,6 +145,11 @@ class FrameHandlers:
             await session.send(Ack(id=frame.id, run_id=run.run_id))
         elif isinstance(frame, Cancel):
             await self._cancel(session, frame)
+        elif isinstance(frame, EstimateRequest):
+            est, model = await parts.estimates.estimate(frame.agent_id)
+            await session.send(
+                EstimateResult(id=frame.id, agent_id=frame.agent_id, model=model, **vars(est))
+            )
         elif isinstance(frame, HomeRequest | FloatingRequest):
             parts.chats.start(session, frame)
         elif isinstance(frame, CredentialsPut):

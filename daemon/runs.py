@@ -40,7 +40,7 @@ from protocol.errors import ErrorCode
 from protocol.frames import RunSummary
 
 from .agent_configs import AgentRegistry
-from .config import BudgetConfig, Config
+from .config import Config, RunsConfig
 from .errors import RunRefused
 from .events import EventLog
 from .logs import log_context
@@ -48,7 +48,7 @@ from .server import Server
 from .session import DeviceSession
 from .state import StateStore
 
-__all__ = ["ActiveRun", "RunManager", "StateBookkeeping"]
+__all__ = ["ActiveRun", "RunManager", "StateBookkeeping", "run_limits"]
 
 log = logging.getLogger("tether.runs")
 
@@ -89,13 +89,19 @@ class StateBookkeeping:
         self.state.set_cursor(self.agent_id, key, value)
 
 
-def _budget(agent: AgentConfig, defaults: BudgetConfig) -> Budget:
-    """The agent's own limits, each one it leaves out taken from config.toml."""
-    own = agent.budget
-    return Budget(
-        max_llm_calls=own.max_llm_calls or defaults.max_llm_calls,
-        max_prompt_tokens=own.max_prompt_tokens or defaults.max_prompt_tokens,
-        max_cost_usd=own.max_cost_usd or defaults.max_cost_usd,
+def run_limits(agent: AgentConfig, runs: RunsConfig) -> RunLimits:
+    """The limits of one run of ``agent``: config.toml's, and the agent's own budget,
+    each limit it leaves out taken from ``[runs.budget]``."""
+    own, defaults = agent.budget, runs.budget
+    return RunLimits(
+        step_budget=runs.step_budget,
+        tool_call_budget=runs.tool_call_budget,
+        max_file_bytes=runs.max_file_bytes,
+        budget=Budget(
+            max_llm_calls=own.max_llm_calls or defaults.max_llm_calls,
+            max_prompt_tokens=own.max_prompt_tokens or defaults.max_prompt_tokens,
+            max_cost_usd=own.max_cost_usd or defaults.max_cost_usd,
+        ),
     )
 
 
@@ -234,11 +240,12 @@ class RunManager:
 
     # --- cancelling ------------------------------------------------------------------
 
-    def cancel(self, run_id: str) -> bool:
-        run = self._by_run.get(run_id)
+    def cancel(self, target: str) -> bool:
+        """Cancel the run ``target`` names (a run id, or an agent id with a run)."""
+        run = self._by_run.get(target) or self._by_agent.get(target)
         if run is None:
             return False
-        log.info("run %s: cancel requested", run_id)
+        log.info("run %s: cancel requested", run.run_id)
         run.cancel.set()
         return True
 
@@ -381,12 +388,7 @@ class RunManager:
             cancel=run.cancel,
             tz=self.tz,
             protected=self.protected,
-            limits=RunLimits(
-                step_budget=runs.step_budget,
-                tool_call_budget=runs.tool_call_budget,
-                max_file_bytes=runs.max_file_bytes,
-                budget=_budget(run.agent, runs.budget),
-            ),
+            limits=run_limits(run.agent, runs),
         )
         try:
             report = await runner(ctx)

@@ -69,6 +69,7 @@ _DAEMON_ONLY = frozenset(
         "tool_call",
         "ack",
         "status",
+        "estimate_result",
         "stream_start",
         "floating_domain",
         "stream_text",

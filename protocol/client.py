@@ -49,6 +49,7 @@ from .frames import (
     DeviceHello,
     Error,
     ErrorBody,
+    EstimateResult,
     FloatingDomain,
     FloatingRequest,
     HelloAck,
@@ -347,7 +348,7 @@ class ProtocolClient:
                 self.on_event(frame)
         elif isinstance(frame, StreamStart | StreamText | FloatingDomain | StreamEnd):
             self._on_chat_frame(frame)
-        elif isinstance(frame, Ack | Status | Error | Pong):
+        elif isinstance(frame, Ack | Status | Error | Pong | EstimateResult):
             request_id = frame.id
             fut = self._pending.pop(request_id, None) if request_id else None
             if fut is not None and not fut.done():

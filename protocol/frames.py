@@ -37,6 +37,8 @@ __all__ = [
     "DeviceStatus",
     "Error",
     "ErrorBody",
+    "EstimateRequest",
+    "EstimateResult",
     "FloatingDomain",
     "FloatingRequest",
     "Frame",
@@ -327,6 +329,14 @@ class FloatingRequest(_Frame):
     context: Any = None
 
 
+class EstimateRequest(_Frame):
+    """What a run of the agent would read and cost now, without any LLM call."""
+
+    type: Literal["estimate"] = "estimate"
+    id: str
+    agent_id: str
+
+
 class CredentialsPut(_Frame):
     type: Literal["credentials_put"] = "credentials_put"
     id: str
@@ -385,6 +395,29 @@ class Status(_Frame):
     devices: list[str] = Field(default_factory=list)
     device_details: list[DeviceStatus] = Field(default_factory=list)
     daemon: DaemonInfo | None = None
+
+
+class EstimateResult(_Frame):
+    """The answer to ``estimate``. Items are files for a local agent, messages for a
+    mailbox. ``prompt_tokens`` and ``llm_calls`` assume every changed item is processed
+    (items skipped at triage cost less); ``cost_usd`` is ``None`` when the model's price
+    is unknown (a local model); ``runs`` is how many runs the agent's budget splits it into."""
+
+    type: Literal["estimate_result"] = "estimate_result"
+    id: str
+    agent_id: str
+    items_new: int = 0
+    items_changed: int = 0
+    items_unchanged: int = 0
+    items_moved: int = 0
+    items_unreadable: int = 0
+    chars: int = 0
+    prompt_tokens: int = 0
+    llm_calls: int = 0
+    model: str | None = None
+    cost_usd: float | None = None
+    runs: int = 0
+    notes: list[str] = Field(default_factory=list)
 
 
 class Error(_Frame):
@@ -477,6 +510,8 @@ Frame = Annotated[
     | HomeRequest
     | FloatingRequest
     | CredentialsPut
+    | EstimateRequest
+    | EstimateResult
     | Ping
     | Pong
     | Ack

@@ -106,6 +106,9 @@ class LocalDirectorySource:
                 "files_opened": result.files_opened,
             },
             summary=f"{len(items)} changed, {len(moved)} moved, of {result.files_seen}",
+            new=sum(f.is_new for f in result.changed) - len(moved),
+            moved=len(moved),
+            unchanged=result.unchanged + len(result.touched),
         )
 
     async def text(self, item: Item) -> str:

@@ -21,11 +21,23 @@ from daemon.errors import ConfigError, DaemonError, NotRunning
 from protocol.client import ConnectionLost, RequestFailed
 from protocol.errors import ProtocolError
 
-from . import agents, chat, dev_client, pair, run, runs, schema, status, trigger
+from . import (
+    agents,
+    cancel,
+    chat,
+    dev_client,
+    estimate,
+    pair,
+    run,
+    runs,
+    schema,
+    status,
+    trigger,
+)
 
 __all__ = ["entry", "main"]
 
-VERBS = (run, status, trigger, chat, agents, runs, pair, schema, dev_client)
+VERBS = (run, status, trigger, cancel, estimate, chat, agents, runs, pair, schema, dev_client)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,7 @@ from protocol.frames import (
     Status,
     _Frame,
 )
-from tests.conftest import DaemonFactory, DaemonHarness
+from tests.conftest import DaemonFactory, DaemonHarness, wait_until
 
 # --- raw client helpers (the reference client hides what these tests look at) ---------
 
@@ -314,13 +314,13 @@ async def test_too_many_connections_without_hello_is_http_503(make_daemon: Daemo
     harness = await make_daemon(max_pending_handshakes=2)
     silent = [await open_ws(harness.url), await open_ws(harness.url)]
     try:
-        await asyncio.sleep(0.1)  # let the server's handlers start counting them
+        server = harness.daemon.server
+        await wait_until(lambda: server._awaiting_hello == 2, "the server counts both")
         with pytest.raises(InvalidStatus) as info:
             await open_ws(harness.url)
         assert info.value.response.status_code == 503
         # a connection that said hello no longer counts
-        await hello(silent[0], device_hello(harness.token))
-        await asyncio.sleep(0.05)
+        await hello(silent[0], device_hello(harness.token))  # uncounted before hello_ack
         ws = await open_ws(harness.url)
         await hello(ws, device_hello(harness.token, "second"))
         await ws.close()
@@ -405,8 +405,7 @@ async def test_twenty_bad_frames_in_a_row_close_1008(harness: DaemonHarness) -> 
     for i in range(20):
         await ws.send(f"garbage {i}")
     assert await close_code(ws) == 1008
-    await asyncio.sleep(0.05)
-    assert harness.daemon.server.devices == {}
+    await wait_until(lambda: harness.daemon.server.devices == {}, "the session to unregister")
 
 
 async def test_message_larger_than_the_limit_closes_1009(make_daemon: DaemonFactory) -> None:

@@ -246,18 +246,22 @@ async def test_daemon_killed_mid_run_restarts_closes_the_run_and_resumes_without
 
     first = await setup.start_daemon()
     inserts = 0
+    answered = 0  # the app writes each call right after this hook returns, in the same step
     killed = asyncio.Event()
 
     async def kill_daemon_on_third_insert(call: ToolCall) -> None:
-        nonlocal inserts
-        if call.action != "insert":
-            return
-        inserts += 1
-        if inserts == 3:
-            os.kill(first.pid, signal.SIGKILL)
-            await asyncio.to_thread(first.popen.wait, 10)
-            killed.set()
-        # then the app applies the insert: the daemon never hears of it
+        nonlocal inserts, answered
+        try:
+            if call.action != "insert":
+                return
+            inserts += 1
+            if inserts == 3:
+                os.kill(first.pid, signal.SIGKILL)
+                await asyncio.to_thread(first.popen.wait, 10)
+                killed.set()
+            # then the app applies the insert: the daemon never hears of it
+        finally:
+            answered += 1
 
     app = await setup.app(
         first, db_path, agents=agents, before_tool_call=kill_daemon_on_third_insert
@@ -268,7 +272,9 @@ async def test_daemon_killed_mid_run_restarts_closes_the_run_and_resumes_without
     await asyncio.wait_for(killed.wait(), 30)
     assert first.popen.returncode == -signal.SIGKILL
     await until(lambda: not app.connected, 5, "the app to see the connection drop")
-    await asyncio.sleep(0.1)  # let tool calls already received finish writing
+    await until(
+        lambda: answered == len(app.tool_calls), 5, "the app to write the calls it received"
+    )
     landed = items_in_app(app.store)
     assert 3 <= landed < EXPECTED_ITEMS
 

@@ -7,18 +7,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from protocol.client import ReferenceClient, RequestFailed
-from protocol.frames import RunComplete, ToolCall
+from protocol.frames import EstimateRequest, EstimateResult, RunComplete, RunStarted, ToolCall
 from protocol.sqlite_store import SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.agent_model import OfficeModel
 from tests.support.faulty_app import FaultyApp, Rule
-from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
+from tests.support.llm_server import Call, FakeLLMServer, Hang, Text, ToolCalls
 
 
 def write(path: Path, text: str) -> Path:
@@ -338,3 +339,56 @@ async def test_tethers_own_folders_are_refused(daemon: DaemonHarness, app_db: Pa
     assert ack is not None and ack.agents is not None
     (rejected,) = ack.agents.rejected
     assert any("Tether's own folder" in e for e in rejected.errors), rejected.errors
+
+
+# --- know the cost first, stop at will -------------------------------------------------------
+
+
+async def estimate(client: ReferenceClient, agent_id: str = "work-folder") -> EstimateResult:
+    answer = await client.request(EstimateRequest(id=uuid.uuid4().hex, agent_id=agent_id))
+    assert isinstance(answer, EstimateResult)
+    return answer
+
+
+async def test_the_estimate_counts_files_and_tokens_without_an_llm_call(
+    daemon: DaemonHarness, tmp_path: Path, app_db: Path, llm_server: FakeLLMServer
+) -> None:
+    root = tmp_path / "docs"
+    for n in range(12):
+        body = "Notes from the weekly call about the website. " * (20 + 15 * n)
+        write(root / "Website" / f"call{n}.md", f"{body}\nTASK: Follow up item {n}\n{body}")
+    client = await daemon.device(app_db, agents=[agent(root)])
+    before = await estimate(client)
+    assert llm_server.calls == 0
+    assert (before.items_new, before.items_changed, before.items_unchanged) == (12, 0, 0)
+    assert before.chars > 12 * 2000 and before.cost_usd is None and before.runs == 1
+    again = await estimate(client)  # an estimate records nothing
+    assert again.items_new == 12 and again.prompt_tokens == before.prompt_tokens
+
+    done = await run_agent(client)
+    assert done.status == "success", done.errors
+    used = done.usage.prompt_tokens
+    assert 0.75 * used <= before.prompt_tokens <= 1.25 * used, (before.prompt_tokens, used)
+    after = await estimate(client)
+    assert (after.items_new, after.items_unchanged, after.llm_calls) == (0, 12, 0)
+
+
+async def test_estimating_an_unknown_agent_is_an_error(daemon: DaemonHarness, app_db: Path) -> None:
+    client = await daemon.device(app_db)
+    with pytest.raises(RequestFailed) as failed:
+        await estimate(client, "nope")
+    assert failed.value.code == "unknown_agent"
+
+
+async def test_cancel_by_agent_id_ends_the_run_cancelled(
+    daemon: DaemonHarness, corpus: Path, app_db: Path, llm_server: FakeLLMServer
+) -> None:
+    llm_server.responder = lambda body: Hang(60)
+    client = await daemon.device(app_db, agents=[agent(corpus)])
+    ack = await client.trigger("work-folder")
+    await client.next_event(RunStarted, timeout=10)
+    await client.cancel("work-folder")
+    done = await client.wait_run(ack.run_id, timeout=2.0)
+    assert done.status == "cancelled"
+    (row,) = [r for r in daemon.daemon.state.runs("work-folder") if r.run_id == ack.run_id]
+    assert row.status == "cancelled"

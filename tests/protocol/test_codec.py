@@ -32,6 +32,8 @@ from protocol.frames import (
     DeviceHello,
     Error,
     ErrorBody,
+    EstimateRequest,
+    EstimateResult,
     FloatingDomain,
     FloatingRequest,
     HelloAck,
@@ -105,6 +107,10 @@ SAMPLES: dict[str, _Frame] = {
     "credentials_put": CredentialsPut(
         id="q5", provider="gmail", account="me@example.com", secret={"refresh_token": "x"}
     ),
+    "estimate": EstimateRequest(id="q6", agent_id="a1"),
+    "estimate_result": EstimateResult(
+        id="q6", agent_id="a1", items_new=3, chars=1200, prompt_tokens=900, llm_calls=4, runs=1
+    ),
     "ping": Ping(id="p1"),
     "pong": Pong(id="p1"),
     "ack": Ack(id="q2", run_id="r9", accepted=["a1"], rejected=[]),
@@ -168,7 +174,7 @@ SAMPLES: dict[str, _Frame] = {
 
 def test_samples_cover_every_frame_type() -> None:
     assert set(SAMPLES) == set(FRAME_TYPES)
-    assert len(FRAME_TYPES) == 24
+    assert len(FRAME_TYPES) == 26
     for name, frame in SAMPLES.items():
         assert frame.model_dump()["type"] == name
 

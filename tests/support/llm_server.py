@@ -11,11 +11,14 @@ Rules:
 - What it answers: first the replies queued with :meth:`FakeLLMServer.script`
   (FIFO), then whatever :attr:`FakeLLMServer.responder` returns for the request
   body (default: the text ``"ok"``).
-- Prompt tokens are a deterministic estimate, ``len(json(messages)) // 4``, so
+- Prompt tokens are a deterministic estimate, ``len(json([messages, tools])) // 4``, so
   tests and benchmarks can compare token volumes; completion tokens are
   ``len(text) // 4 + 1``.
 - Every received JSON body is recorded in :attr:`FakeLLMServer.requests`, even
   for replies that fail (``Error``, ``Garbage``, ``Hang``).
+- :attr:`FakeLLMServer.in_flight` counts the completions being answered right now
+  (from the parsed body to the last byte sent) and :attr:`FakeLLMServer.max_in_flight`
+  the most there were at once: tests prove concurrency by overlap, not by timing.
 
 Usage::
 
@@ -130,8 +133,10 @@ Reply = Text | ToolCalls | Length | Error | Hang | Garbage
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """The deterministic prompt-token estimate the server reports."""
-    return len(json.dumps(body.get("messages", []), sort_keys=True)) // 4
+    """The deterministic prompt-token estimate the server reports: the messages and the
+    tool schemas (providers bill both), at 4 characters a token."""
+    sent = [body.get("messages", []), body.get("tools") or []]
+    return len(json.dumps(sent, sort_keys=True)) // 4
 
 
 def _completion_tokens(text: str) -> int:
@@ -152,6 +157,8 @@ class FakeLLMServer:
         self._queue: deque[Reply] = deque()
         self._requests: list[dict[str, Any]] = []
         self._authorizations: list[str | None] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -224,13 +231,36 @@ class FakeLLMServer:
         with self._lock:
             return len(self._requests)
 
+    @property
+    def in_flight(self) -> int:
+        """Completions being answered right now."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most completions answered at once since start (or ``reset``)."""
+        with self._lock:
+            return self._max_in_flight
+
     def reset(self) -> None:
-        """Forget queued replies and recorded requests; restore the first responder."""
+        """Forget queued replies, recorded requests and the overlap peak; restore the
+        first responder."""
         with self._lock:
             self._queue.clear()
             self._requests.clear()
             self._authorizations.clear()
+            self._max_in_flight = self._in_flight
         self.responder = self._initial_responder
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
@@ -271,7 +301,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.fake._lock:
             self.fake._authorizations.append(self.headers.get("Authorization"))
-        reply = self.fake._next_reply(body)
+        self.fake._begin()
+        try:
+            self._reply(body, self.fake._next_reply(body))
+        finally:
+            self.fake._end()
+
+    def _reply(self, body: dict[str, Any], reply: Reply) -> None:
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if isinstance(reply, Error):
