@@ -11,6 +11,13 @@ The tree::
     ├── ToolError                   a tool could not do what the model asked (goes back to the model)
     ├── PathOutsideRoots            a file path resolves outside the agent's roots
     ├── ExtractError                a file's text could not be extracted
+    ├── CloudError                  a cloud account (Google, Microsoft) could not be used
+    │   ├── NeedsReconnect          the provider refused the sign-in; the user must connect again (.reason)
+    │   ├── SignInFailed            an interactive sign-in did not complete (state, timeout, denied)
+    │   ├── CloudConfigError        the OAuth client is misconfigured (client id or secret)
+    │   ├── CloudRejected           the API refused a request (4xx other than auth and throttling)
+    │   └── CloudUnavailable        transient failures outlasted the retries (5xx, network)
+    │       └── CloudThrottled      429 / rate limits outlasted the retries (.retry_at)
     ├── StoreError                  the client store failed (base of the Store interface's errors)
     │   ├── DeviceOffline           the device session went away
     │   ├── ToolCallTimeout         the client did not answer a tool_call in time
@@ -25,6 +32,11 @@ from __future__ import annotations
 
 __all__ = [
     "AgentError",
+    "CloudConfigError",
+    "CloudError",
+    "CloudRejected",
+    "CloudThrottled",
+    "CloudUnavailable",
     "DeviceOffline",
     "ExtractError",
     "LLMBadResponse",
@@ -32,8 +44,10 @@ __all__ = [
     "LLMNotConfigured",
     "LLMRejected",
     "LLMUnavailable",
+    "NeedsReconnect",
     "PathOutsideRoots",
     "RunCancelled",
+    "SignInFailed",
     "StoreError",
     "ToolCallError",
     "ToolCallTimeout",
@@ -75,6 +89,56 @@ class PathOutsideRoots(ToolError):
 
 class ExtractError(AgentError):
     """The text of a file could not be extracted (unsupported, unreadable, corrupt)."""
+
+
+class CloudError(AgentError):
+    """A cloud account could not be used. Messages never contain a token."""
+
+
+class NeedsReconnect(CloudError):
+    """The provider refused the refresh token (expired, revoked, consent or MFA needed).
+
+    ``reason`` is the provider's code and description (``invalid_grant: AADSTS700082 ...``).
+    """
+
+    def __init__(self, provider: str, account: str, reason: str) -> None:
+        name = {"google": "Google", "microsoft": "Microsoft"}.get(provider, provider)
+        super().__init__(f"reconnect your {name} account {account} ({reason})")
+        self.provider = provider
+        self.account = account
+        self.reason = reason
+
+
+class SignInFailed(CloudError):
+    """An interactive sign-in did not complete: wrong state, timeout, denied, bad code."""
+
+
+class CloudConfigError(CloudError):
+    """The OAuth client is misconfigured (``invalid_client``, AADSTS700025/50011)."""
+
+
+class CloudRejected(CloudError):
+    """The API refused a request with a 4xx other than authentication or throttling."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(
+            f"HTTP {status} {code}: {message}" if code else f"HTTP {status}: {message}"
+        )
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class CloudUnavailable(CloudError):
+    """Transient failures (5xx, connection, timeout) outlasted the retries."""
+
+
+class CloudThrottled(CloudUnavailable):
+    """The provider kept throttling; ``retry_at`` (Unix s) is when it allows requests again."""
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class StoreError(AgentError):

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from agents.errors import RunCancelled
+from agents.limits import DEFAULT_LIMITS, LoopLimits
 from agents.llm import LLM, Message, Reply, ToolCall, Usage
 from agents.tools import MutationRecord, ToolContext, ToolOutcome, Toolset
 
@@ -69,23 +70,6 @@ SHORTENED = " [shortened]"
 SHORTENED_HEAD = 300  # characters of a shortened message that are kept
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LoopLimits:
-    """Budgets of one loop (a phase of a run, or one chat request)."""
-
-    max_steps: int = 12
-    max_tool_calls: int = 200
-    context_chars: int = 60_000
-    max_continuations: int = 2
-    max_tokens: int | None = None
-    # Background runs: a reply whose tool calls all succeeded and needed no reading
-    # (writes, notices) ends the loop without asking the model for a closing sentence.
-    finish_after_writes: bool = False
-
-
-DEFAULT_LIMITS = LoopLimits()
 
 
 @dataclass

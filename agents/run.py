@@ -13,8 +13,9 @@ Rules:
 - Status: ``success`` (nothing failed), ``partial`` (some items failed, some
   succeeded), ``error`` (nothing could be done, or the app went away),
   ``cancelled``.
-- The limits' defaults live here and in ``loop.LoopLimits`` only; the daemon's
-  ``config.toml`` defaults are read from them.
+- ``RunLimits``, ``Budget`` and their defaults live in ``agents.limits`` (a leaf
+  module, so the daemon's configuration reads them without loading the tool loop);
+  they are re-exported here.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from typing import Any, Literal, Protocol
 from protocol.agent_config import AgentConfig
 
 from .books import Bookkeeping
+from .limits import DEFAULT_MAX_FILE_BYTES, Budget, RunLimits
 from .llm import LLM, Usage
-from .loop import DEFAULT_LIMITS
 from .store import Store
 
 __all__ = [
@@ -45,40 +46,6 @@ __all__ = [
 
 RunStatus = Literal["success", "partial", "error", "cancelled"]
 Progress = Callable[[str, int, int, str | None], Awaitable[None]]
-
-DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RunLimits:
-    step_budget: int = DEFAULT_LIMITS.max_steps
-    tool_call_budget: int = DEFAULT_LIMITS.max_tool_calls
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    triage_batch: int = 40
-    context_chars: int = DEFAULT_LIMITS.context_chars
-    chunk_chars: int = 12_000
-    budget: Budget = field(default_factory=lambda: Budget())
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What one run may spend; ``None`` is no limit. Reaching any limit ends the run
-    ``partial`` between items; the next run carries on with the rest."""
-
-    max_llm_calls: int | None = None
-    max_prompt_tokens: int | None = None
-    max_cost_usd: float | None = None
-
-    def reached(self, usage: Usage) -> str | None:
-        """Which limit ``usage`` has reached, in words, or ``None``."""
-        if self.max_llm_calls is not None and usage.llm_calls >= self.max_llm_calls:
-            return f"{usage.llm_calls} of {self.max_llm_calls} LLM calls"
-        if self.max_prompt_tokens is not None and usage.prompt_tokens >= self.max_prompt_tokens:
-            return f"{usage.prompt_tokens} of {self.max_prompt_tokens} prompt tokens"
-        cost = usage.cost_usd
-        if self.max_cost_usd is not None and cost is not None and cost >= self.max_cost_usd:
-            return f"${cost:.2f} of ${self.max_cost_usd:.2f}"
-        return None
 
 
 @dataclass

@@ -28,7 +28,9 @@ Rules:
 
 Environment variables: ``TETHER_HOME`` (paths), ``TETHER_TOKEN`` (pairing),
 ``TETHER_MODEL``, ``TETHER_API_BASE``, ``TETHER_API_KEY`` (the ``llm`` table),
-``TETHER_PORT``, ``TETHER_HOST``, ``TETHER_TOOL_CALL_TIMEOUT_S``, ``TETHER_LOG_LEVEL``.
+``TETHER_PORT``, ``TETHER_HOST``, ``TETHER_TOOL_CALL_TIMEOUT_S``, ``TETHER_LOG_LEVEL``;
+the ``cloud`` table's ``TETHER_GMAIL_API_BASE`` ... ``TETHER_MICROSOFT_CLIENT_ID``
+(see :data:`ENV_VARS`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.run import RunLimits
+from agents.limits import RunLimits
 from daemon.errors import ConfigError
 from daemon.logs import register_secret
 from daemon.paths import Paths
@@ -53,6 +55,7 @@ __all__ = [
     "ENV_VARS",
     "HOME_VAR",
     "TOKEN_VAR",
+    "CloudConfig",
     "Config",
     "LLMConfig",
     "RunsConfig",
@@ -80,9 +83,18 @@ ENV_VARS: dict[str, str] = {
     "TETHER_HOST": "host",
     "TETHER_TOOL_CALL_TIMEOUT_S": "tool_call_timeout_s",
     "TETHER_LOG_LEVEL": "log_level",
+    "TETHER_GMAIL_API_BASE": "cloud.gmail_api_base",
+    "TETHER_GRAPH_API_BASE": "cloud.graph_api_base",
+    "TETHER_GOOGLE_AUTH_URL": "cloud.google_auth_url",
+    "TETHER_GOOGLE_TOKEN_URL": "cloud.google_token_url",
+    "TETHER_MICROSOFT_AUTH_URL": "cloud.microsoft_auth_url",
+    "TETHER_MICROSOFT_TOKEN_URL": "cloud.microsoft_token_url",
+    "TETHER_GOOGLE_CLIENT_ID": "cloud.google_client_id",
+    "TETHER_GOOGLE_CLIENT_SECRET": "cloud.google_client_secret",
+    "TETHER_MICROSOFT_CLIENT_ID": "cloud.microsoft_client_id",
 }
 
-_SECRET_KEYS = frozenset({"llm.api_key"})
+_SECRET_KEYS = frozenset({"llm.api_key", "cloud.google_client_secret"})
 
 
 class _Section(BaseModel):
@@ -122,6 +134,22 @@ class RunsConfig(_Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
+class CloudConfig(_Section):
+    """The ``[cloud]`` table: Gmail/Graph endpoints and the OAuth clients (issue 12)."""
+
+    gmail_api_base: str = "https://gmail.googleapis.com/gmail/v1"
+    graph_api_base: str = "https://graph.microsoft.com/v1.0"
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    microsoft_auth_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+    microsoft_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+    google_client_id: str | None = None
+    google_client_secret: str | None = Field(default=None, repr=False)
+    microsoft_client_id: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_attachment_bytes: int = Field(default=10 * MiB, ge=0)
+
+
 class Config(_Section):
     """All settings of the daemon process."""
 
@@ -140,6 +168,7 @@ class Config(_Section):
     log_level: LogLevel = "INFO"
     llm: LLMConfig = Field(default_factory=LLMConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,7 +6,8 @@ The tree::
     ├── ConfigError                 config.toml / agents.toml / env values are invalid
     ├── AlreadyRunning              another daemon holds the instance lock (has pid, port)
     ├── NotRunning                  a CLI verb needs a running daemon and found none
-    ├── StateError                  the state store cannot be opened or migrated
+    ├── StateError                  the state store cannot be opened, migrated or written
+    │   └── DiskFull                the state store's disk is full (SQLITE_FULL, ENOSPC)
     └── RunRefused                  the run manager will not start a run (has .code:
                                     unknown_agent, already_running, device_offline, busy)
 
@@ -22,6 +23,7 @@ __all__ = [
     "AlreadyRunning",
     "ConfigError",
     "DaemonError",
+    "DiskFull",
     "NotRunning",
     "RunRefused",
     "StateError",
@@ -53,7 +55,12 @@ class NotRunning(DaemonError):
 
 
 class StateError(DaemonError):
-    """The state store cannot be opened or migrated."""
+    """The state store cannot be opened, migrated or written."""
+
+
+class DiskFull(StateError):
+    """A state store write failed because its disk is full; the message says
+    ``disk full (...)`` with the file and what to free."""
 
 
 class RunRefused(DaemonError):

@@ -12,6 +12,9 @@ Rules (protocol.md "Run events"):
 - ``retention`` events are kept (trimmed every 100 events). When trimming, the
   oldest ``skipped`` run_completes go first, so the skips of an agent whose device
   stays away cannot push real runs out of the replay window.
+- An event the state store cannot persist (a full disk) is still broadcast, from
+  memory, with the latest persisted ``seq`` (like ``run_progress``): it cannot be
+  replayed, but nobody waiting for it waits forever.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from protocol.frames import RunComplete, RunProgress, RunStarted
 
+from .errors import StateError
 from .server import Server
 from .session import Session
 from .state import StateStore
@@ -38,6 +42,7 @@ class EventLog:
         self.server = server
         self.retention = retention
         self._since_trim = 0
+        self._last_seq: int | None = None  # the latest seq persisted, once known
 
     async def run_started(self, **fields: Any) -> RunStarted:
         frame = RunStarted(seq=self._persist("run_started", fields), **fields)
@@ -53,12 +58,28 @@ class EventLog:
         await self.server.broadcast(RunProgress(seq=self.state.last_seq(), **fields))
 
     def _persist(self, kind: str, fields: dict[str, Any]) -> int:
-        seq = self.state.append_event(kind, fields, run_id=fields.get("run_id"))
+        try:
+            seq = self.state.append_event(kind, fields, run_id=fields.get("run_id"))
+        except StateError as exc:
+            log.error("%s of run %s sent but not persisted: %s", kind, fields.get("run_id"), exc)
+            return self._latest_seq()
+        self._last_seq = seq
         self._since_trim += 1
         if self._since_trim >= 100:
             self._since_trim = 0
-            self.state.trim_events(self.retention)
+            try:
+                self.state.trim_events(self.retention)
+            except StateError as exc:
+                log.error("trimming run events failed: %s", exc)
         return seq
+
+    def _latest_seq(self) -> int:
+        if self._last_seq is None:
+            try:
+                self._last_seq = self.state.last_seq()
+            except StateError:
+                return 0
+        return self._last_seq
 
     async def replay(self, session: Session, after_seq: int) -> int:
         """Send what the client missed since ``after_seq``; returns how many frames."""

@@ -22,6 +22,12 @@ Rules:
   name says secret (``token``, ``api_key``, ``secret``, ``password``,
   ``authorization``, ... in ``key=value``, ``key: value``, JSON and Python-repr
   forms) with ``***``. Over-redacting is acceptable; leaking is not.
+- No line quotes more than ``MAX_MESSAGE_CHARS`` of a message or a string field:
+  the rest is cut and the line says how long it was (a client's 15 MB frame must
+  not rotate the earlier logs away). The cut happens after redaction, so a secret
+  is never split into a visible prefix.
+- ``daemon.log`` and its rotated copies are created 0600 whatever the umask (an
+  existing file is narrowed to 0600 on start).
 - :func:`setup_logging` is idempotent: a second call replaces our handlers.
 """
 
@@ -32,6 +38,7 @@ import datetime as dt
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import threading
@@ -45,6 +52,7 @@ from daemon.paths import Paths
 __all__ = [
     "LOG_BACKUPS",
     "LOG_MAX_BYTES",
+    "MAX_MESSAGE_CHARS",
     "ROOT_LOGGER",
     "JsonFormatter",
     "RedactFilter",
@@ -59,6 +67,10 @@ ROOT_LOGGER = "tether"
 LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 5
 MASK = "***"
+MAX_MESSAGE_CHARS = 8192
+# Redaction runs on at most this much of a huge value (more than the cut plus the
+# longest secret, so whatever is cut at this bound lies beyond what is kept).
+_REDACT_WINDOW = 4 * MAX_MESSAGE_CHARS
 MIN_SECRET_LEN = 8  # shorter values would mask ordinary words all over the log
 CONTEXT_FIRST = ("run_id", "session_id", "agent_id")
 
@@ -127,6 +139,14 @@ def redact(text: str) -> str:
     return _KEY_VALUE.sub(_mask_value, text)
 
 
+def _redact_clipped(text: str) -> str:
+    """``redact(text)``, cut to ``MAX_MESSAGE_CHARS`` with the original length noted."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return redact(text)
+    kept = redact(text[:_REDACT_WINDOW])[:MAX_MESSAGE_CHARS]
+    return f"{kept}... [cut: {len(text):,} characters in all]"
+
+
 def _mask_value(match: re.Match[str]) -> str:
     value = match["val"]
     if value.startswith('\\"'):
@@ -145,12 +165,12 @@ def _redact_field(name: str, value: Any) -> Any:
     if name and _SECRET_NAME.fullmatch(name):
         return MASK
     if isinstance(value, str):
-        return redact(value)
+        return _redact_clipped(value)
     if isinstance(value, Mapping):
         return {str(k): _redact_field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_field("", v) for v in value]
-    return redact(str(value))  # unknown objects: their text, redacted
+    return _redact_clipped(str(value))  # unknown objects: their text, redacted
 
 
 _plain_formatter = logging.Formatter()
@@ -166,7 +186,7 @@ class RedactFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # bad %-args: keep what we can rather than lose the line
             message = f"{record.msg!s} (unformattable args: {record.args!r})"
-        record.msg = redact(message)
+        record.msg = _redact_clipped(message)
         record.args = None
         for name, value in list(record.__dict__.items()):
             if name not in _RECORD_ATTRS and not name.startswith("_"):
@@ -279,6 +299,18 @@ class TextFormatter(logging.Formatter):
 # ---------------------------------------------------------------------------
 # setup
 
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are created 0600 whatever the umask."""
+
+    def _open(self) -> Any:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.baseFilename, flags, 0o600)
+        if os.name == "posix":
+            os.fchmod(fd, 0o600)  # the umask may have narrowed it; an old file may be wider
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 _context_filter = _ContextFilter()
 _redact_filter = RedactFilter()
 
@@ -298,7 +330,7 @@ def setup_logging(paths: Paths | None, level: str | int = "INFO", *, stderr: boo
     handlers: list[logging.Handler] = []
     if paths is not None:
         paths.ensure()
-        file_handler = logging.handlers.RotatingFileHandler(
+        file_handler = _PrivateRotatingFileHandler(
             paths.log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
         )
         file_handler.setFormatter(JsonFormatter())

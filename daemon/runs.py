@@ -17,6 +17,12 @@ Rules (agents.md, protocol.md "Run events", architecture.md "The path of one run
   run ends ``cancelled``. Shutdown cancels every run the same way.
 - Whatever happens inside a run (an exception, the app vanishing), the journal
   and ``run_complete`` get a final status: a run never stays "running".
+- A state-store write failure (a full disk) stops the run and ends it ``error``
+  with "disk full (...)"; its ``run_complete`` is sent from memory even when it
+  cannot be journaled. The WAL is checkpointed after each run.
+- The journal follows a run's counts as they grow (items recorded as done in the
+  ``triage`` and ``process`` phases, inserts and updates the app confirmed), so after a SIGKILL the
+  interrupted run shows what was confirmed.
 """
 
 from __future__ import annotations
@@ -41,11 +47,11 @@ from protocol.frames import RunSummary
 
 from .agent_configs import AgentRegistry
 from .config import Config, RunsConfig
-from .errors import RunRefused
+from .errors import RunRefused, StateError
 from .events import EventLog
 from .logs import log_context
 from .server import Server
-from .session import DeviceSession
+from .session import ClientStore, DeviceSession
 from .state import StateStore
 
 __all__ = ["ActiveRun", "RunManager", "StateBookkeeping", "run_limits"]
@@ -63,30 +69,60 @@ def _iso(at: datetime) -> str:
 class StateBookkeeping:
     """``agents.run.Bookkeeping`` over the daemon's state store, for one agent."""
 
-    def __init__(self, state: StateStore, agent: AgentConfig) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        agent: AgentConfig,
+        *,
+        on_error: Callable[[StateError], None] | None = None,
+        on_item_done: Callable[[], None] | None = None,
+    ) -> None:
         self.state = state
         self.agent_id = agent.id
+        self.on_error = on_error
+        self.on_item_done = on_item_done
+
+    def _failed(self, exc: StateError) -> StateError:
+        if self.on_error is not None:
+            self.on_error(exc)
+        return exc
 
     def file_index(self) -> dict[str, FileRecord]:
         return self.state.file_index(self.agent_id)
 
     def record_file(self, rec: FileRecord) -> None:
-        self.state.record_file(self.agent_id, rec)
+        try:
+            self.state.record_file(self.agent_id, rec)
+        except StateError as exc:
+            raise self._failed(exc) from None
+        if self.on_item_done is not None:
+            self.on_item_done()
 
     def forget_files(self, paths: Iterable[str]) -> None:
-        self.state.forget_files(self.agent_id, list(paths))
+        try:
+            self.state.forget_files(self.agent_id, list(paths))
+        except StateError as exc:
+            raise self._failed(exc) from None
 
     def processed_ids(self, provider: str, account: str, ids: Collection[str]) -> set[str]:
         return self.state.processed_ids(provider, account, self.agent_id, ids)
 
     def mark_processed(self, provider: str, account: str, message_id: str) -> None:
-        self.state.mark_processed(provider, account, self.agent_id, message_id)
+        try:
+            self.state.mark_processed(provider, account, self.agent_id, message_id)
+        except StateError as exc:
+            raise self._failed(exc) from None
+        if self.on_item_done is not None:
+            self.on_item_done()
 
     def get_cursor(self, key: str) -> str | None:
         return self.state.get_cursor(self.agent_id, key)
 
     def set_cursor(self, key: str, value: str) -> None:
-        self.state.set_cursor(self.agent_id, key, value)
+        try:
+            self.state.set_cursor(self.agent_id, key, value)
+        except StateError as exc:
+            raise self._failed(exc) from None
 
 
 def run_limits(agent: AgentConfig, runs: RunsConfig) -> RunLimits:
@@ -120,6 +156,13 @@ class ActiveRun:
     done: int = 0
     total: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # The first state-store write failure ("disk full (...)"): the run ends error.
+    state_failure: str | None = None
+    # Running counts: items recorded as done in the process phase, and what the app confirmed.
+    items_done: int = 0
+    created: int = 0
+    updated: int = 0
+    _journaled_counts: tuple[int, int, int] = (0, 0, 0)
     _last_progress: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> RunSummary:
@@ -296,19 +339,29 @@ class RunManager:
         agent = run.agent
         started = self.clock()
         run.started_at = started
-        self.state.start_run(
-            run.run_id, agent.id, run.trigger, started, run_context=run.run_context
-        )
         extra = {"run_context": run.run_context} if run.run_context is not None else {}
-        await self.events.run_started(
-            run_id=run.run_id,
-            agent_id=agent.id,
-            agent_name=agent.name,
-            trigger=run.trigger,
-            started_at=_iso(started),
-            **extra,
-        )
-        report = await self._report(run)
+        journaled = True
+        try:
+            self.state.start_run(
+                run.run_id, agent.id, run.trigger, started, run_context=run.run_context
+            )
+        except StateError as exc:
+            journaled = False
+            self._state_failed(run, exc)
+            report = RunReport(status="error")
+        else:
+            await self.events.run_started(
+                run_id=run.run_id,
+                agent_id=agent.id,
+                agent_name=agent.name,
+                trigger=run.trigger,
+                started_at=_iso(started),
+                **extra,
+            )
+            report = await self._report(run)
+        if run.state_failure is not None:
+            report.status = "error"
+            report.errors = [run.state_failure, *report.errors]
         finished = self.clock()
         usage = report.usage
         usage_dict: dict[str, float] = {
@@ -318,17 +371,25 @@ class RunManager:
         }
         if usage.cost_usd is not None:
             usage_dict["cost_usd"] = usage.cost_usd
-        self.state.finish_run(
-            run.run_id,
-            report.status,
-            finished,
-            items_processed=report.items_processed,
-            items_created=report.items_created,
-            items_updated=report.items_updated,
-            errors=report.errors,
-            usage=usage_dict,
-            detail=report.detail,
-        )
+        if journaled:
+            try:
+                self.state.finish_run(
+                    run.run_id,
+                    report.status,
+                    finished,
+                    items_processed=report.items_processed,
+                    items_created=report.items_created,
+                    items_updated=report.items_updated,
+                    errors=report.errors,
+                    usage=usage_dict,
+                    detail=report.detail,
+                )
+            except StateError as exc:
+                # The run_complete below still goes out, from memory.
+                log.error("run %s: its result could not be journaled: %s", run.run_id, exc)
+                if run.state_failure is None:
+                    report.status = "error"
+                    report.errors = [*report.errors, f"the result was not journaled: {exc}"]
         await self.events.run_complete(
             run_id=run.run_id,
             agent_id=agent.id,
@@ -344,6 +405,7 @@ class RunManager:
             usage=usage_dict,
             **extra,
         )
+        self.state.checkpoint()
         log.info(
             "run %s of %s finished %s: %d processed, %d created, %d updated, %d errors",
             run.run_id,
@@ -354,6 +416,42 @@ class RunManager:
             report.items_updated,
             len(report.errors),
         )
+
+    def _state_failed(self, run: ActiveRun, exc: StateError) -> None:
+        """A state-store write failed: the run stops and ends error (once)."""
+        if run.state_failure is None:
+            text = str(exc)
+            run.state_failure = text if text.startswith("disk full") else f"state store: {text}"
+            log.error("run %s stops: %s", run.run_id, text)
+        run.cancel.set()
+
+    def _journal_counts(self, run: ActiveRun) -> None:
+        """Journal the run's counts so far, when they changed."""
+        counts = (run.items_done, run.created, run.updated)
+        if counts == run._journaled_counts or run.state_failure is not None:
+            return
+        try:
+            self.state.update_run_counts(
+                run.run_id,
+                items_processed=counts[0],
+                items_created=counts[1],
+                items_updated=counts[2],
+            )
+        except StateError as exc:
+            self._state_failed(run, exc)
+            return
+        run._journaled_counts = counts
+
+    def _item_done(self, run: ActiveRun) -> None:
+        # Items recorded as done after the source's own phase (whose records are
+        # stat refreshes and moved files): skipped at triage, or processed.
+        if run.phase in ("triage", "process"):
+            run.items_done += 1
+            self._journal_counts(run)
+
+    def _confirmed(self, run: ActiveRun, store: ClientStore) -> None:
+        run.created, run.updated = store.created, store.updated
+        self._journal_counts(run)
 
     async def _report(self, run: ActiveRun) -> RunReport:
         """Run the agent; turn every way a run can end into a report."""
@@ -379,9 +477,18 @@ class RunManager:
         ctx = RunContext(
             run_id=run.run_id,
             agent=run.agent,
-            store=device.store(run_id=run.run_id, run_context=run.run_context),
+            store=device.store(
+                run_id=run.run_id,
+                run_context=run.run_context,
+                on_confirmed=lambda store: self._confirmed(run, store),
+            ),
             llm=llm,
-            books=StateBookkeeping(self.state, run.agent),
+            books=StateBookkeeping(
+                self.state,
+                run.agent,
+                on_error=lambda exc: self._state_failed(run, exc),
+                on_item_done=lambda: self._item_done(run),
+            ),
             progress=lambda phase, done, total, detail: self._progress(
                 run, phase, done, total, detail
             ),
@@ -398,12 +505,15 @@ class RunManager:
             report = RunReport(
                 status="error", errors=[f"the desktop app went away during the run: {exc}"]
             )
+        except StateError as exc:  # a bookkeeping write failed: _run says how
+            self._state_failed(run, exc)
+            report = RunReport(status="error")
         except Exception as exc:  # a bug must not leave the run "running"
             log.exception("run %s crashed", run.run_id)
             report = RunReport(
                 status="error", errors=[f"internal error: {type(exc).__name__}: {exc}"]
             )
-        if run.cancel.is_set() and report.status != "cancelled":
+        if run.cancel.is_set() and report.status != "cancelled" and run.state_failure is None:
             report.status = "cancelled"
         return report
 
@@ -411,6 +521,7 @@ class RunManager:
         self, run: ActiveRun, phase: str, done: int, total: int, detail: str | None
     ) -> None:
         run.phase, run.done, run.total = phase, done, total
+        self._journal_counts(run)
         now = time.monotonic()
         last = run._last_progress.get(phase, 0.0)
         if done < total and now - last < self.config.runs.progress_interval_s:

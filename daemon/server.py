@@ -4,14 +4,23 @@ Rules (protocol.md "Transport", "Handshake", "Errors", "Close codes"):
 
 - HTTP upgrade is refused before any frame when the ``Host`` is not loopback (403,
   DNS-rebinding defence), an ``Origin`` is present and not allow-listed (403, so any
-  browser page and ``Origin: null`` are refused by default), an ``Authorization``
-  header carries a wrong token (401), or too many connections have not said hello
-  yet (503).
+  browser page and ``Origin: null`` are refused by default), a token given at the
+  upgrade (``Authorization: Bearer`` or a ``?token=`` query parameter) is wrong (401),
+  a ``Host``, ``Origin``, ``Authorization`` or ``token`` appears twice (400), or
+  ``max_pending_handshakes`` connections without a token at the upgrade have not
+  said hello yet (503).
+- A client with the right token at the upgrade is never refused by that cap: when
+  the cap is full, the oldest connection still waiting for a hello without one is
+  closed (1013) to make room. Tokens are compared in constant time; the request's
+  path and query never reach a log line (websockets logs through ``tether.ws`` at
+  WARNING and above only).
 - The first frame must be ``device_hello`` or ``control_hello`` within
   ``hello_timeout_s`` (else 4408); anything else first: ``expected_hello`` and
   4400. Wrong or missing token: ``unauthorized`` and 4401 (constant-time compare).
   No common protocol version: ``unsupported_protocol`` with ``supported`` and 4402.
 - One device session per ``device_id``: a newer one closes the older with 4409.
+- A hello whose agents cannot be saved (a full disk) still gets its ``hello_ack``
+  (without ``agents``), then an ``error`` frame saying why; the session goes on.
 - After the hello, a malformed or unknown frame is answered with an ``error`` frame
   and the connection stays open; ``max_bad_frames`` bad frames in a row close it
   with 1008. Oversized messages are closed with 1009 by websockets itself.
@@ -30,6 +39,7 @@ import uuid
 from collections.abc import Coroutine, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
@@ -37,7 +47,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from protocol.codec import decode
-from protocol.connection import BatchedServerConnection
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from protocol.frames import (
     SUPPORTED_PROTOCOLS,
@@ -52,13 +61,32 @@ from protocol.frames import (
     ToolResult,
     _Frame,
 )
+from protocol.reference import BatchedServerConnection
 
 from .config import Config
+from .errors import StateError
 from .session import ControlSession, DeviceSession, Session
 
-__all__ = ["FEATURES", "Handlers", "Server", "choose_protocol", "host_is_loopback"]
+__all__ = [
+    "FEATURES",
+    "MAX_LOGGED_CHARS",
+    "Handlers",
+    "Server",
+    "choose_protocol",
+    "clip",
+    "host_is_loopback",
+]
 
 log = logging.getLogger("tether.server")
+# websockets' own lines (handshake failures): through our handlers and redaction, and
+# never its DEBUG lines, which carry the request line with its query string.
+_ws_log = logging.getLogger("tether.ws")
+_ws_log.setLevel(logging.WARNING)
+
+# What a log line quotes of a client's frame at most (a 15 MB error frame is not logged whole).
+MAX_LOGGED_CHARS = 2000
+# Close code for a handshake closed to make room (RFC 6455 1013 "try again later").
+_TRY_AGAIN_LATER = 1013
 
 FEATURES = ["agents", "chat", "cancel", "status"]
 
@@ -128,6 +156,13 @@ def choose_protocol(offered: int | list[int]) -> int | None:
     return max(common) if common else None
 
 
+def clip(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text`` cut to ``limit`` characters for a log line, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [cut: {len(text):,} characters in all]"
+
+
 def _bearer(value: str | None) -> str | None:
     if value is None:
         return None
@@ -135,16 +170,64 @@ def _bearer(value: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _request_id(raw: str | bytes) -> str | None:
-    """Best effort: the ``id`` of a frame we could not decode, to correlate the error."""
+class _BadUpgrade(Exception):
+    """The upgrade request is malformed (answered 400 with this message)."""
+
+
+def _one_header(request: Request, name: str) -> str | None:
+    values = request.headers.get_all(name)
+    if len(values) > 1:
+        raise _BadUpgrade(f"{name} header given {len(values)} times")
+    return values[0] if values else None
+
+
+def upgrade_token(request: Request) -> str | None:
+    """The token a client gave at the upgrade (``Authorization: Bearer`` or ``?token=``).
+
+    None when it gave none; ``""`` for a non-bearer ``Authorization``. Raises
+    ``_BadUpgrade`` when the token is given twice with different values.
+    """
+    tokens: list[str] = []
+    bearer = _bearer(_one_header(request, "Authorization"))
+    if bearer is not None:
+        tokens.append(bearer)
+    query = urlsplit(request.path).query
+    if query:
+        tokens += [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
+    if not tokens:
+        return None
+    if len(set(tokens)) > 1:
+        raise _BadUpgrade("the token is given twice with different values")
+    return tokens[0]
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    """Best effort: the JSON object of a frame we could not decode."""
     try:
         obj = json.loads(raw)
     except (ValueError, TypeError, RecursionError):
         return None
-    if isinstance(obj, dict):
-        value = obj.get("id", obj.get("request_id"))
-        return value if isinstance(value, str) else None
-    return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _request_id(obj: dict[str, Any] | None) -> str | None:
+    """The ``id`` of a frame we could not decode, to correlate the error."""
+    if obj is None:
+        return None
+    value = obj.get("id", obj.get("request_id"))
+    return value if isinstance(value, str) else None
+
+
+def _fail_malformed_result(
+    device: DeviceSession, obj: dict[str, Any] | None, exc: ProtocolError
+) -> None:
+    """A malformed ``tool_result`` for a pending call fails that call now, with the
+    validation message (instead of leaving it to time out)."""
+    if obj is None or obj.get("type") != "tool_result":
+        return
+    call_id = obj.get("id")
+    if isinstance(call_id, str) and device.fail(call_id, exc.message):
+        log.warning("tool_result %s is malformed: %s", clip(call_id, 200), clip(exc.message))
 
 
 class Server:
@@ -168,7 +251,10 @@ class Server:
         self.devices: dict[str, DeviceSession] = {}
         self.controls: dict[str, ControlSession] = {}
         self._connections: dict[str, ServerConnection] = {}
-        self._awaiting_hello = 0
+        # Connections waiting for their hello, oldest first: True when they gave the
+        # right token at the upgrade (those are never refused nor evicted).
+        self._awaiting_hello: dict[ServerConnection, bool] = {}
+        self._unproven = 0  # how many of them gave no token at the upgrade
         self._ws: WsServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -189,6 +275,7 @@ class Server:
             ping_timeout=self.config.heartbeat_s,
             server_header=f"tether/{self.version}",
             create_connection=BatchedServerConnection,
+            logger=_ws_log,
         )
         sockets = list(self._ws.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else port
@@ -260,21 +347,42 @@ class Server:
         return token is not None and hmac.compare_digest(token.encode(), self._token)
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        headers = request.headers
-        if not self.config.allow_remote and not host_is_loopback(headers.get("Host")):
-            log.warning("refused upgrade: Host %r is not loopback", headers.get("Host"))
+        try:
+            return self._check(conn, request)
+        except _BadUpgrade as exc:
+            log.warning("refused upgrade: %s", exc)
+            return conn.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
+
+    def _check(self, conn: ServerConnection, request: Request) -> Response | None:
+        host = _one_header(request, "Host")
+        if not self.config.allow_remote and not host_is_loopback(host):
+            log.warning("refused upgrade: Host %r is not loopback", clip(host or "", 200))
             return conn.respond(HTTPStatus.FORBIDDEN, "Host must be a loopback address\n")
-        origin = headers.get("Origin")
+        origin = _one_header(request, "Origin")
         if origin is not None and origin not in self.config.allowed_origins:
-            log.warning("refused upgrade: Origin %r is not allowed", origin)
+            log.warning("refused upgrade: Origin %r is not allowed", clip(origin, 200))
             return conn.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
-        bearer = _bearer(headers.get("Authorization"))
-        if bearer is not None and not self._token_ok(bearer):
-            log.warning("refused upgrade: wrong token in Authorization header")
+        token = upgrade_token(request)
+        if token is not None and not self._token_ok(token):
+            log.warning("refused upgrade: wrong token at the upgrade")
             return conn.respond(HTTPStatus.UNAUTHORIZED, "wrong token\n")
-        if self._awaiting_hello >= self.config.max_pending_handshakes:
+        if token is not None:
+            if self._unproven >= self.config.max_pending_handshakes:
+                self._evict_oldest_unproven()
+            return None
+        if self._unproven >= self.config.max_pending_handshakes:
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many pending connections\n")
         return None
+
+    def _evict_oldest_unproven(self) -> None:
+        """Close the oldest connection that gave no token and has not said hello."""
+        oldest = next((c for c, proven in self._awaiting_hello.items() if not proven), None)
+        if oldest is None:
+            return
+        del self._awaiting_hello[oldest]
+        self._unproven -= 1
+        log.warning("too many connections without hello: closing the oldest to make room")
+        self._background(oldest.close(_TRY_AGAIN_LATER, "too many connections without hello"))
 
     async def _refuse(self, conn: ServerConnection, close: CloseCode, error: Error) -> None:
         try:
@@ -304,9 +412,8 @@ class Server:
                 Error(code=ErrorCode.EXPECTED_HELLO, message=reason),
             )
             return None
-        # A bearer header was already checked in _check_request: present means right.
-        header_token = _bearer(conn.request.headers.get("Authorization")) if conn.request else None
-        if not (header_token or self._token_ok(frame.token)):
+        # A token at the upgrade was already checked in _check_request: present means right.
+        if not (self._awaiting_hello.get(conn) or self._token_ok(frame.token)):
             log.warning("refused %s: wrong or missing token", frame.type)
             await self._refuse(
                 conn,
@@ -328,11 +435,15 @@ class Server:
         return frame
 
     async def _handle(self, conn: ServerConnection) -> None:
-        self._awaiting_hello += 1
+        proven = conn.request is not None and bool(upgrade_token(conn.request))
+        self._awaiting_hello[conn] = proven
+        if not proven:
+            self._unproven += 1
         try:
             hello = await self._read_hello(conn)
         finally:
-            self._awaiting_hello -= 1
+            if conn in self._awaiting_hello and not self._awaiting_hello.pop(conn):
+                self._unproven -= 1
         if hello is None or self._closing:
             return
         session = self._open_session(conn, hello)
@@ -340,7 +451,15 @@ class Server:
         try:
             if isinstance(session, DeviceSession):
                 await self._supersede(session)
-            agents = await self.handlers.on_hello(session, hello)
+            not_saved: Error | None = None
+            try:
+                agents = await self.handlers.on_hello(session, hello)
+            except StateError as exc:  # a full disk must not keep the app out
+                log.error("the agents of session %s were not saved: %s", session.session_id, exc)
+                agents = None
+                not_saved = Error(
+                    code=ErrorCode.INTERNAL, message=f"the agents were not saved: {exc}"
+                )
             ack = HelloAck(
                 protocol=choose_protocol(hello.protocol) or 1,
                 session_id=session.session_id,
@@ -351,6 +470,8 @@ class Server:
             if agents is not None:
                 ack.agents = agents
             await session.send(ack)
+            if not_saved is not None:
+                await session.send(not_saved)
             await self.handlers.after_hello(session, hello)
             await self._read_loop(conn, session)
         finally:
@@ -365,7 +486,7 @@ class Server:
     def _open_session(self, conn: ServerConnection, hello: DeviceHello | ControlHello) -> Session:
         session_id = uuid.uuid4().hex
         # Sessions send encoded UTF-8 JSON, written with the other frames of the same
-        # event-loop pass in one socket write (protocol/connection.py).
+        # event-loop pass in one socket write (protocol/reference/connection.py).
         assert isinstance(conn, BatchedServerConnection)
         send_text = conn.send_text_batched
         if isinstance(hello, DeviceHello):
@@ -416,8 +537,11 @@ class Server:
                     frame = decode(raw)
                 except ProtocolError as exc:
                     bad_in_a_row += 1
+                    parsed = _parse(raw)
+                    if device is not None:
+                        _fail_malformed_result(device, parsed, exc)
                     await session.send(
-                        Error(id=_request_id(raw), code=exc.code, message=exc.message)
+                        Error(id=_request_id(parsed), code=exc.code, message=exc.message)
                     )
                     if bad_in_a_row >= self.config.max_bad_frames:
                         session.close_reason = "too many bad frames"
@@ -428,7 +552,7 @@ class Server:
                 if device is not None and frame.__class__ is ToolResult:
                     # The hot path (what _dispatch does for it, without a coroutine).
                     if not device.resolve(frame):
-                        log.debug("tool_result %s matches no pending call", frame.id)
+                        log.debug("tool_result %s matches no pending call", clip(frame.id, 200))
                     continue
                 await self._dispatch(session, frame)
         except ConnectionClosed as exc:
@@ -441,7 +565,7 @@ class Server:
         if isinstance(frame, ToolResult):
             if isinstance(session, DeviceSession):
                 if not session.resolve(frame):
-                    log.debug("tool_result %s matches no pending call", frame.id)
+                    log.debug("tool_result %s matches no pending call", clip(frame.id, 200))
                 return
             await session.send(
                 Error(code=ErrorCode.BAD_FRAME, message="control sessions do not serve tool calls")
@@ -454,7 +578,9 @@ class Server:
         if isinstance(frame, Pong):
             return
         if isinstance(frame, Error):
-            log.warning("client reported an error: %s %s", frame.code, frame.message)
+            log.warning(
+                "client reported an error: %s %s", clip(frame.code, 200), clip(frame.message)
+            )
             return
         if isinstance(frame, DeviceHello | ControlHello):
             await session.send(
@@ -482,6 +608,11 @@ class Server:
             )
         except asyncio.CancelledError:
             raise
+        except StateError as exc:  # e.g. a full disk: the reason, not "see its log"
+            log.error("request %s failed: %s", frame.type, exc)
+            await session.send(
+                Error(id=request_id, code=ErrorCode.INTERNAL, message=f"{frame.type}: {exc}")
+            )
         except Exception:
             log.exception("request %s failed", frame.type)
             await session.send(

@@ -8,11 +8,16 @@ Rules (protocol.md, architecture.md):
   outstanding per session; more wait in FIFO order for a slot.
 - Each call waits at most ``timeout_s`` for its ``tool_result`` (checked every
   0.1 s by one sweeper per session), then fails with ``ToolCallTimeout``; a late
-  answer is dropped.
+  answer is dropped. A malformed ``tool_result`` for a pending call fails it at
+  once (``fail``) with a ``ToolCallError`` carrying the validation message.
+- A call's future never ends with an exception nobody reads (no "Future exception
+  was never retrieved" when the peer vanishes while the call is being sent).
 - When the session closes, every pending call and every caller still waiting for a
   slot fails at once with ``DeviceOffline``. ``close()`` is idempotent.
 - ``ClientStore`` translates results into rows and failures into the
-  ``agents.errors.StoreError`` tree, so agents never see a frame.
+  ``agents.errors.StoreError`` tree, so agents never see a frame. It counts the
+  inserts and updates the app confirmed and tells ``on_confirmed`` after each, so
+  the run manager can journal a run's running counts as they grow.
 """
 
 from __future__ import annotations
@@ -111,10 +116,14 @@ class DeviceSession(Session):
         return len(self._pending)
 
     def store(
-        self, *, run_id: str | None = None, run_context: dict[str, Any] | None = None
+        self,
+        *,
+        run_id: str | None = None,
+        run_context: dict[str, Any] | None = None,
+        on_confirmed: Callable[[ClientStore], None] | None = None,
     ) -> ClientStore:
         """A ``Store`` over this session, optionally attributed to a run."""
-        return ClientStore(self, run_id=run_id, run_context=run_context)
+        return ClientStore(self, run_id=run_id, run_context=run_context, on_confirmed=on_confirmed)
 
     async def call(
         self, frame_fields: dict[str, Any], *, timeout_s: float | None = None
@@ -148,6 +157,10 @@ class DeviceSession(Session):
                 return await future
             finally:
                 self._pending.pop(call_id, None)
+                if future.done() and not future.cancelled():
+                    future.exception()  # read, so an unawaited failure is not reported
+                else:
+                    future.cancel()
         finally:
             slots.release()
 
@@ -175,14 +188,31 @@ class DeviceSession(Session):
         entry[0].set_result(result)
         return True
 
+    def fail(self, call_id: str, message: str) -> bool:
+        """Fail a pending call because its ``tool_result`` was malformed; False if
+        nobody waits for ``call_id``."""
+        entry = self._pending.get(call_id)
+        if entry is None or entry[0].done():
+            return False
+        fields = entry[3]
+        entry[0].set_exception(
+            ToolCallError(
+                "bad_frame",
+                f"the app answered {fields.get('action')} {fields.get('table')} with a "
+                f"malformed tool_result: {message}",
+            )
+        )
+        return True
+
     def close(self, reason: str = "session closed") -> None:
         if self.closed:
             return
         super().close(reason)
-        error = DeviceOffline(f"device {self.device_id} disconnected ({reason})")
+        message = f"device {self.device_id} disconnected ({reason})"
         for future, *_ in self._pending.values():
             if not future.done():
-                future.set_exception(error)
+                # One instance each: a shared one would collect every caller's traceback.
+                future.set_exception(DeviceOffline(message))
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._pending.clear()
@@ -197,11 +227,23 @@ class ClientStore:
         *,
         run_id: str | None = None,
         run_context: dict[str, Any] | None = None,
+        on_confirmed: Callable[[ClientStore], None] | None = None,
     ) -> None:
         self.session = session
         self.run_id = run_id
         self.run_context = run_context
+        self.on_confirmed = on_confirmed
         self.calls = 0
+        self.created = 0  # inserts the app confirmed
+        self.updated = 0  # updates the app confirmed
+
+    def _confirmed(self, action: str) -> None:
+        if action == "insert":
+            self.created += 1
+        else:
+            self.updated += 1
+        if self.on_confirmed is not None:
+            self.on_confirmed(self)
 
     async def _call(self, **fields: Any) -> ToolResult:
         if self.run_id is not None:
@@ -241,12 +283,14 @@ class ClientStore:
             raise ToolCallError(
                 "internal", f"the app answered an insert into {table} without a row"
             )
+        self._confirmed("insert")
         return result.row
 
     async def update(self, table: str, id: str, updates: dict[str, Any]) -> Row:
         result = await self._call(action="update", table=table, data={"id": id, "updates": updates})
         if result.row is None:
             raise ToolCallError("not_found", f"no {table} row {id}")
+        self._confirmed("update")
         return result.row
 
     async def delete(self, table: str, id: str) -> None:

@@ -34,13 +34,25 @@ Rules this module keeps:
   ledger entries and cursors stay, so an agent re-added under the same id resumes
   without processing anything twice (``clear_agent_files`` forgets files on purpose).
 - **Errors**: ``sqlite3`` errors are translated at this boundary into
-  ``daemon.errors.StateError`` naming the file. Wrong arguments (bad status, naive
-  datetime, missing agent id) are ``ValueError``/``TypeError``: the caller's bug.
+  ``daemon.errors.StateError`` naming the file; a full disk (``SQLITE_FULL``,
+  ``ENOSPC``/``EDQUOT``) is its subclass ``DiskFull``, whose message starts
+  ``disk full (``. Wrong arguments (bad status, naive datetime, missing agent id)
+  are ``ValueError``/``TypeError``: the caller's bug.
+- **Bounded WAL**: ``wal_autocheckpoint`` every 256 pages and ``journal_size_limit``
+  1 MiB, plus :meth:`StateStore.checkpoint` (``TRUNCATE``) after each run, so the
+  WAL cannot fill a small disk by itself.
+- **Private files**: ``state.db`` is created 0600 before SQLite opens it (SQLite
+  gives ``-wal`` and ``-shm`` the mode of the database file); an existing file and
+  its ``-wal``/``-shm`` are narrowed to 0600 on open.
+- :func:`disk_space_warning` says when the state directory's disk is low.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -52,7 +64,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from agents.books import FileRecord
-from daemon.errors import StateError
+from daemon.errors import DiskFull, StateError
 
 __all__ = [
     "AGENT_SOURCES",
@@ -62,6 +74,7 @@ __all__ = [
     "Event",
     "RunRecord",
     "StateStore",
+    "disk_space_warning",
 ]
 
 AGENT_SOURCES: Final = frozenset({"client", "file"})
@@ -75,6 +88,12 @@ _BUSY_TIMEOUT_MS: Final = 5000
 _DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # Host parameters per statement, well under SQLite's limit (999 before 3.32).
 _CHUNK: Final = 500
+_WAL_AUTOCHECKPOINT_PAGES: Final = 256
+_JOURNAL_SIZE_LIMIT: Final = 1024 * 1024
+_DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+# Below this much free space in the state directory, status warns.
+LOW_DISK_BYTES: Final = 64 * 1024 * 1024
+_PRIVATE_MODE: Final = 0o600
 
 _V1: Final = """
 CREATE TABLE meta (
@@ -253,6 +272,50 @@ def _newer_error(path: Path, found: int) -> StateError:
     )
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
+
+
+def _disk_full(path: Path, exc: BaseException) -> DiskFull:
+    return DiskFull(
+        f"disk full (state store {path}: {exc}); free space on the disk of {path.parent}"
+    )
+
+
+def _private(path: Path) -> None:
+    """Create ``path`` 0600 if missing; narrow it (and its -wal/-shm) to 0600 if not."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), _PRIVATE_MODE)
+    try:
+        if os.name == "posix":
+            os.fchmod(fd, _PRIVATE_MODE)
+    finally:
+        os.close(fd)
+    if os.name == "posix":
+        for suffix in ("-wal", "-shm", "-journal"):
+            try:
+                os.chmod(f"{path}{suffix}", _PRIVATE_MODE)
+            except FileNotFoundError:
+                pass
+
+
+def disk_space_warning(directory: Path, low_bytes: int = LOW_DISK_BYTES) -> str | None:
+    """A one-line warning when ``directory``'s disk has less than ``low_bytes`` free."""
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError:
+        return None
+    if usage.free >= low_bytes:
+        return None
+    return (
+        f"low disk space: {usage.free / 1024 / 1024:.1f} MiB free of "
+        f"{usage.total / 1024 / 1024:.1f} MiB in the state directory {directory}; "
+        "runs end 'disk full' when it runs out"
+    )
+
+
 def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
@@ -311,6 +374,12 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"state store {path}: cannot create its directory: {exc}") from exc
         try:
+            _private(path)
+        except OSError as exc:
+            if _is_disk_full(exc):
+                raise _disk_full(path, exc) from exc
+            raise StateError(f"state store {path} cannot be opened: {exc}") from exc
+        try:
             conn = sqlite3.connect(
                 path,
                 timeout=_BUSY_TIMEOUT_MS / 1000,
@@ -327,6 +396,8 @@ class StateStore:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS:d}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES:d}")
+            conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT:d}")
             conn.execute("PRAGMA foreign_keys = ON")
             _migrate(conn, path)
         except sqlite3.Error as exc:
@@ -336,6 +407,8 @@ class StateStore:
                     f"state store {path} is damaged or not a SQLite file ({exc}); "
                     "move it aside and tether will start a fresh one"
                 ) from exc
+            if _is_disk_full(exc):
+                raise _disk_full(path, exc) from exc
             raise StateError(f"state store {path} cannot be opened: {exc}") from exc
         except BaseException:
             conn.close()
@@ -385,7 +458,9 @@ class StateStore:
             raise StateError(f"state store {self._path} is closed")
         return self._conn
 
-    def _translate(self, exc: sqlite3.Error) -> StateError:
+    def _translate(self, exc: sqlite3.Error | OSError) -> StateError:
+        if _is_disk_full(exc):
+            return _disk_full(self._path, exc)
         return StateError(f"state store {self._path}: {exc}")
 
     @contextmanager
@@ -405,10 +480,25 @@ class StateStore:
                 conn.execute("BEGIN IMMEDIATE")
                 with conn:  # COMMIT on success, ROLLBACK on any exception
                     yield conn
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 if conn.in_transaction:
-                    conn.rollback()
+                    try:
+                        conn.rollback()
+                    except sqlite3.Error:
+                        pass  # the write's own error says more
                 raise self._translate(exc) from exc
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after each run); a busy
+        reader or a full disk only postpones it."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error:
+                pass
 
     def _now_us(self) -> int:
         return _to_us(self._clock())
@@ -566,6 +656,19 @@ class StateStore:
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
         return _run_from_row(record)
+
+    def update_run_counts(
+        self, run_id: str, *, items_processed: int, items_created: int, items_updated: int
+    ) -> bool:
+        """Journal a ``running`` run's counts so far (a killed daemon leaves what was
+        confirmed). False when the run is unknown or no longer running."""
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE runs SET items_processed = ?, items_created = ?, items_updated = ?"
+                " WHERE run_id = ? AND status = 'running'",
+                (items_processed, items_created, items_updated, run_id),
+            ).rowcount
+        return changed > 0
 
     def record_skipped(
         self, run_id: str, agent_id: str, trigger: str, at: datetime, reason: str

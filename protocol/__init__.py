@@ -1,7 +1,8 @@
 """Tether wire protocol v1: frames, codec, errors, storage contract, JSON Schema.
 
-Pure modules (no asyncio, no websockets) except ``protocol.client``, the reference
-client, which is imported on its own.
+Pure modules (no asyncio, no websockets, no I/O). The reference client, its SQLite
+store and the batched websockets connection live in ``protocol.reference``, which
+is imported on its own.
 """
 
 from .codec import decode, encode

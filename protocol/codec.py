@@ -6,8 +6,11 @@ unknown ``type`` and fields that fail validation each get a message that says wh
 was wrong. ``encode`` writes compact JSON with only the fields that were set
 (``encode_bytes``: the same, UTF-8 encoded, for ``send(..., text=True)``).
 ``construct`` builds a frame from trusted fields without validation, like pydantic's
-``model_construct`` but without its per-field default resolution (the hot path of
-every tool call builds one).
+``model_construct`` but without its per-field default resolution.
+
+``encode_bytes`` and ``construct`` are on the rpc hot path (every ``tool_call`` the
+daemon sends and every ``tool_result`` the reference client answers goes through
+both); protocol/README.md "Hot path" lists the other tuned places.
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ def decode(text: str | bytes) -> _Frame:
         return frame
     except ValidationError as exc:
         raise _translate(exc) from None
-    except (ValueError, TypeError, RecursionError) as exc:  # e.g. undecodable bytes
+    except (ValueError, TypeError, RecursionError) as exc:
+        # pydantic-core reports bad input as ValidationError (undecodable bytes too:
+        # json_invalid) but reserves other errors for its internal failures; those are
+        # still the peer's frame we could not read.
         raise BadFrame(f"malformed frame: {exc}") from None
 
 
@@ -62,8 +68,16 @@ def encode(frame: _Frame) -> str:
     return frame.model_dump_json(exclude_unset=True)
 
 
+# --- the hot path: frames we build ourselves ------------------------------------------
+
+
 def encode_bytes(frame: _Frame) -> bytes:
-    """``encode(frame)`` as UTF-8 bytes, without a str in between."""
+    """``encode(frame)`` as UTF-8 bytes, without a str in between.
+
+    Hot path: pydantic's serializer writes bytes, and websockets sends bytes as a text
+    message (``send(data, text=True)``, ``send_text_batched``) without checking or
+    re-encoding them: ``encode`` would decode them to a str that websockets encodes
+    back to the same bytes."""
     return frame.__pydantic_serializer__.to_json(frame, exclude_unset=True)
 
 
@@ -71,8 +85,8 @@ _object_setattr = object.__setattr__
 _IMMUTABLE = (str, int, float, bool, type(None), type(PydanticUndefined), tuple, frozenset)
 
 
-class _Template:
-    """What ``construct`` needs of one frame class, computed once."""
+class _FrameTemplate:
+    """What ``construct`` needs of one frame class, computed once per class."""
 
     __slots__ = ("defaults", "names", "required")
 
@@ -98,15 +112,21 @@ class _Template:
         self.names = frozenset(cls.model_fields)
 
 
-_TEMPLATES: dict[type[_Frame], _Template] = {}
+_TEMPLATES: dict[type[_Frame], _FrameTemplate] = {}
 
 
 def construct(cls: type[F], **fields: Any) -> F:
     """``cls.model_construct(**fields)``, faster: no validation, defaults copied from a
-    per-class template. Only for fields the caller built itself (trusted)."""
+    per-class template. Only for fields the caller built itself (trusted).
+
+    Hot path: ``model_construct`` works out every field's default in Python on each
+    call; the template does that once per class. A class the template cannot copy
+    safely (default factories, aliases, mutable defaults, private attributes, its own
+    ``model_post_init``), or fields that do not match the class, go to
+    ``model_construct`` itself; a test checks that both build the same frame."""
     template = _TEMPLATES.get(cls)
     if template is None:
-        template = _TEMPLATES[cls] = _Template(cls)
+        template = _TEMPLATES[cls] = _FrameTemplate(cls)
     defaults = template.defaults
     keys = fields.keys()
     if defaults is None or not (keys <= template.names and template.required <= keys):
@@ -121,6 +141,9 @@ def construct(cls: type[F], **fields: Any) -> F:
     _object_setattr(frame, "__pydantic_extra__", None)
     _object_setattr(frame, "__pydantic_private__", None)
     return frame
+
+
+# --- errors -----------------------------------------------------------------------------
 
 
 def _json_kind(value: Any) -> str:
@@ -150,9 +173,9 @@ def _translate(exc: ValidationError) -> BadFrame | UnknownType:
             return BadFrame(f"'type' must be a string, got {_json_kind(value)}")
         tag = first.get("ctx", {}).get("tag", "?")
         return UnknownType(f"unknown frame type {tag!r}", frame_type=str(tag))
-    if kind == "model_attributes_type" or first["loc"] == ():
+    if first["loc"] == ():  # e.g. a str holding a lone surrogate (string_unicode)
         return BadFrame(f"invalid frame: {first['msg']}")
-    frame_type = first["loc"][0] if first["loc"] else "?"
+    frame_type = first["loc"][0]
     parts = []
     for err in errors[:_MAX_ERRORS_SHOWN]:
         field = ".".join(str(p) for p in err["loc"][1:]) or "(frame)"

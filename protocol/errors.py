@@ -1,4 +1,4 @@
-"""Errors of the wire protocol and the storage contract.
+"""Errors of the wire protocol, the storage contract and the reference client.
 
 The tree::
 
@@ -6,9 +6,14 @@ The tree::
     ├── BadFrame                  malformed JSON or a frame that fails validation
     ├── UnknownType               a well-formed frame whose "type" we do not know
     └── StorageError              a storage action the client refused (tool_result ok=false)
+    ClientError                   how a client's request or connection ended (protocol.reference)
+    ├── RequestFailed             the daemon answered a request with an error frame (.code)
+    ├── ConnectionLost            the connection closed while a request waited for its answer
+    └── HandshakeRefused          the daemon refused the connection (.status HTTP, .code close)
 
 ``ErrorCode`` lists the ``code`` values of ``error`` frames; ``CloseCode`` the
-WebSocket close codes of protocol.md.
+WebSocket close codes of protocol.md. The ``ClientError`` tree is raised by the
+reference client (``protocol.reference``, which re-exports it) and caught by the CLI.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 
 __all__ = [
     "BadFrame",
+    "ClientError",
     "CloseCode",
+    "ConnectionLost",
     "ErrorCode",
+    "HandshakeRefused",
     "ProtocolError",
+    "RequestFailed",
     "StorageError",
     "UnknownType",
 ]
@@ -90,3 +99,32 @@ class StorageError(ProtocolError):
     """A storage action failed on the client side (bad_request, not_found, ...)."""
 
     code = ErrorCode.BAD_REQUEST
+
+
+# --- the client's side (raised by protocol.reference) -----------------------------------
+
+
+class ClientError(Exception):
+    """Base of what a client's request or connection ended with."""
+
+
+class RequestFailed(ClientError):
+    """The daemon answered a request with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ConnectionLost(ClientError):
+    """The connection closed while a request waited for its answer."""
+
+
+class HandshakeRefused(ClientError):
+    """The daemon refused the connection (HTTP status or a close code during hello)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

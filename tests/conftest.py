@@ -34,7 +34,7 @@ from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import ProtocolClient, ReferenceClient
+from protocol.reference import ProtocolClient, ReferenceClient
 from tests.support.llm_server import FakeLLMServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

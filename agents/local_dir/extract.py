@@ -47,7 +47,7 @@ from xml.etree import ElementTree
 from agents.errors import ExtractError
 from agents.local_dir.scan import DEFAULT_MAX_FILE_BYTES, SUPPORTED_EXTENSIONS, format_size
 
-__all__ = ["extract_text", "html_to_text"]
+__all__ = ["extract_bytes", "extract_text", "html_to_text"]
 
 _BINARY_SNIFF = 8192
 _OPEN_FLAGS = (
@@ -72,6 +72,18 @@ def extract_text(path: str | Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -
         kind = f"{ext!r} files" if ext else "files without an extension"
         raise ExtractError(f"cannot extract {name}: {kind} are not supported")
     data = _read_bounded(name, max_bytes)
+    return extractor(name, data)
+
+
+def extract_bytes(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+    """The text of a file's ``data`` (an e-mail attachment) named ``name``; as :func:`extract_text`."""
+    ext = os.path.splitext(name)[1].lower()
+    extractor = _EXTRACTORS.get(ext)
+    if extractor is None or ext not in SUPPORTED_EXTENSIONS:
+        kind = f"{ext!r} files" if ext else "files without an extension"
+        raise ExtractError(f"cannot extract {name}: {kind} are not supported")
+    if len(data) > max_bytes:
+        raise ExtractError(_too_big(name, len(data), max_bytes))
     return extractor(name, data)
 
 

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from agents.errors import AgentError
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError, NotRunning
-from protocol.client import ConnectionLost, RequestFailed
-from protocol.errors import ProtocolError
+from protocol.errors import ConnectionLost, ProtocolError, RequestFailed
 
 from . import (
+    accounts,
     agents,
     cancel,
     chat,
+    connect,
     dev_client,
     estimate,
     pair,
@@ -37,7 +38,21 @@ from . import (
 
 __all__ = ["entry", "main"]
 
-VERBS = (run, status, trigger, cancel, estimate, chat, agents, runs, pair, schema, dev_client)
+VERBS = (
+    run,
+    status,
+    trigger,
+    cancel,
+    estimate,
+    chat,
+    agents,
+    runs,
+    pair,
+    schema,
+    dev_client,
+    connect,
+    accounts,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from daemon.agent_configs import load_agents_toml, validate_agent
-from daemon.state import StateStore
-
 from .common import load
 
 
@@ -28,6 +25,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _known() -> list[dict[str, Any]]:
+    from daemon.state import StateStore  # here, not at the top: keeps `daemon --help` fast
+
     paths, _ = load()
     if not paths.state_db.exists():
         return []
@@ -36,6 +35,8 @@ def _known() -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from daemon.agent_configs import load_agents_toml, validate_agent  # pydantic, croniter
+
     if args.agents_verb == "validate":
         paths, _ = load()
         accepted, rejected = load_agents_toml(args.file, protected=paths.protected())

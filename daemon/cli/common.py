@@ -46,8 +46,8 @@ def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
 
 async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     """A connected control session to the running daemon (``ProtocolClient``)."""
-    from protocol.client import HandshakeRefused, ProtocolClient
     from protocol.errors import CloseCode
+    from protocol.reference import HandshakeRefused, ProtocolClient
 
     info = read_runtime(paths)
     if info is None:
@@ -57,12 +57,16 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
         host = f"[{host}]"
     token = token_from_env(_environment()) or _read_token(paths)
     client = ProtocolClient(
-        f"ws://{host}:{info.port}/", token, client_name="tether-cli", subscribe=subscribe
+        f"ws://{host}:{info.port}/",
+        token,
+        client_name="tether-cli",
+        subscribe=subscribe,
+        authorization_header=token is not None,  # never refused by the pending-hello cap
     )
     try:
         await client.connect()
     except HandshakeRefused as exc:
-        if exc.code == CloseCode.UNAUTHORIZED:
+        if exc.code == CloseCode.UNAUTHORIZED or exc.status == 401:
             raise DaemonError(
                 f"the daemon is running (pid {info.pid}, port {info.port}) but refused the "
                 "CLI's pairing token; if the app started it with TETHER_TOKEN, set the same "

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(url: str, token: str, db: str, device_id: str) -> int:
-    from protocol.client import ReferenceClient
+    from protocol.reference import ReferenceClient
 
     client = ReferenceClient(url, token, db=db, device_id=device_id, reconnect=True)
     client.on_event = lambda e: print(e.model_dump_json(exclude_unset=True), flush=True)

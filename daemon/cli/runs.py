@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from daemon.state import StateStore
-
 from .common import load
 
 
@@ -18,6 +16,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from daemon.state import StateStore  # here, not at the top: keeps `daemon --help` fast
+
     paths, _ = load()
     if not paths.state_db.exists():
         print("no runs yet")

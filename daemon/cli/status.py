@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from daemon.errors import NotRunning
+from daemon.state import disk_space_warning
 
 from .common import control_client, load
 
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"running: pid {d.pid if d else '?'}, port {d.port if d else '?'}, version {d.version if d else '?'}"
     )
+    low_disk = disk_space_warning(paths.state_dir)
+    if low_disk:
+        print(f"warning: {low_disk}")
     print("desktop app: " + (", ".join(status.devices) if status.devices else "not connected"))
     for dev in status.device_details:  # agent_ids of the app's hello (docs/protocol.md)
         if dev.unknown_agent_ids:

@@ -48,9 +48,8 @@ from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import ReferenceClient
 from protocol.frames import HomeRequest
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.bench.peers import spawn_peer, stop_peer
 
 MODEL = "openai/bench"

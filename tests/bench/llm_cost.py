@@ -47,9 +47,8 @@ from daemon.app import Daemon
 from daemon.config import ENV_VARS, load_config
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import ReferenceClient
 from protocol.frames import RunComplete
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import FakeLLMServer, estimate_prompt_tokens
 

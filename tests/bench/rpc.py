@@ -7,7 +7,7 @@ its SQLite file (answering ``get``), or the echo server. The measuring side is t
 daemon's ``ClientStore`` or a bare websockets client that ``json.dumps`` and
 ``json.loads`` each message. The echo uses websockets as it comes (one socket
 write per message); the daemon and the reference client batch the writes of one
-event-loop pass (protocol/connection.py), which is most of why 64 in flight now
+event-loop pass (protocol/reference/connection.py), which is most of why 64 in flight now
 beats its target: the figure compares our whole stack with plain websockets.
 
     python tests/bench/rpc.py [--seconds 2] [--rounds 5] [--in-flight 1 64]
@@ -41,8 +41,7 @@ from daemon.config import load_config
 from daemon.paths import Paths
 from daemon.session import ClientStore
 from daemon.state import StateStore
-from protocol.client import ReferenceClient
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.bench.peers import spawn_peer, stop_peer
 
 TARGETS = {1: 0.7, 64: 0.6}

@@ -12,7 +12,7 @@ from daemon.cli import main
 from daemon.errors import ConfigError
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import RequestFailed
+from protocol.reference import RequestFailed
 from tests.conftest import DaemonHarness
 
 

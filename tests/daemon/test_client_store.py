@@ -19,9 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from agents.errors import DeviceOffline, StoreError, ToolCallError, ToolCallTimeout
 from daemon.session import ClientStore, DeviceSession
-from protocol.client import ReferenceClient
 from protocol.codec import decode, encode
 from protocol.frames import DeviceHello, HelloAck, Pong, ToolCall
+from protocol.reference import ReferenceClient
 from protocol.storage import TABLES, Table
 from tests.conftest import DaemonFactory, DaemonHarness
 

@@ -17,8 +17,8 @@ import pytest
 
 from daemon.events import EventLog
 from daemon.state import StateStore
-from protocol.client import ProtocolClient
 from protocol.frames import RunComplete, RunProgress, RunStarted
+from protocol.reference import ProtocolClient
 from tests.conftest import DaemonFactory, DaemonHarness
 
 AT = "2026-12-03T10:00:00.000Z"

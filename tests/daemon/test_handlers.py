@@ -15,9 +15,9 @@ from keyring.backend import KeyringBackend
 
 from daemon.errors import RunRefused
 from daemon.secrets import SERVICE
-from protocol.client import RequestFailed
 from protocol.errors import ProtocolError
 from protocol.frames import Ack, CredentialsPut, HomeRequest
+from protocol.reference import RequestFailed
 from tests.conftest import DaemonHarness
 from tests.support.keyrings import MemoryKeyring
 

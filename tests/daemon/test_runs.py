@@ -28,9 +28,9 @@ from daemon.errors import RunRefused
 from daemon.runs import ActiveRun, RunManager
 from daemon.state import RunRecord
 from protocol.agent_config import AgentConfig
-from protocol.client import ProtocolClient, ReferenceClient
 from protocol.errors import ErrorCode
 from protocol.frames import RunComplete, RunProgress, RunStarted, ToolCall
+from protocol.reference import ProtocolClient, ReferenceClient
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import FakeLLMServer

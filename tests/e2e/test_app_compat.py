@@ -32,7 +32,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from daemon.paths import Paths
-from protocol.client import HandshakeRefused, ProtocolClient, ReferenceClient
 from protocol.codec import encode
 from protocol.frames import (
     DeviceHello,
@@ -43,7 +42,7 @@ from protocol.frames import (
     StreamStart,
     StreamText,
 )
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import HandshakeRefused, ProtocolClient, ReferenceClient, SqliteStore
 from tests.e2e.test_cli import Cli, cli  # noqa: F401  (the fixture)
 from tests.support.llm_server import Call, FakeLLMServer, Text, ToolCalls
 
@@ -226,13 +225,9 @@ async def test_a_browser_origin_is_still_refused(daemon: Running) -> None:
     assert info.value.response.status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="?token= on the upgrade is helper hardening's (daemon/server.py), not on main yet",
-)
 async def test_the_token_in_the_upgrade_url(daemon: Running, clients: list[ProtocolClient]) -> None:
-    """``ws://…/?token=`` is how the app sends its credential (helper ``hardening``
-    implements it in daemon/server.py): right token pairs, wrong token 4401."""
+    """``ws://…/?token=`` is how the app sends its credential (daemon/server.py): the
+    right token pairs, a wrong one is refused, and the token is never logged."""
     token = daemon.cli.token()
     right = App(f"{daemon.url}?token={token}", None, db=str(daemon.db))
     clients.append(right)

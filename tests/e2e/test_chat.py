@@ -30,9 +30,8 @@ import keyring.errors
 import pytest
 
 from agents.loop import FINAL_NUDGE
-from protocol.client import ChatResult, ProtocolClient, ReferenceClient
 from protocol.frames import FloatingDomain, StreamEnd, StreamStart, StreamText, ToolCall
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ChatResult, ProtocolClient, ReferenceClient, SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.llm_server import Call, Error, FakeLLMServer, Hang, Reply, Text, ToolCalls
 
@@ -540,7 +539,7 @@ _START_AND_STOP = textwrap.dedent(
     from daemon.app import Daemon
     from daemon.config import load_config, paths_from_env
     from daemon.state import StateStore
-    from protocol.client import ProtocolClient, ReferenceClient
+    from protocol.reference import ProtocolClient, ReferenceClient
 
     async def main():
         paths = paths_from_env(os.environ).ensure()

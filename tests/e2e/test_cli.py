@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from protocol.client import HandshakeRefused, ProtocolClient, ReferenceClient
 from protocol.frames import Error
+from protocol.reference import HandshakeRefused, ProtocolClient, ReferenceClient
 
 REPO = Path(__file__).resolve().parents[2]
 POSIX = os.name == "posix"

@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 
-from protocol.client import ReferenceClient
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.e2e.test_cli import Cli, cli  # noqa: F401  (the fixture)
 from tests.support.llm_server import Call, Error, FakeLLMServer, Text, ToolCalls
 

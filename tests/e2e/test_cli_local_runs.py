@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.client import ReferenceClient
 from protocol.frames import RunStarted
+from protocol.reference import ReferenceClient
 from tests.e2e.test_cli import Cli, cli  # noqa: F401  (the fixture)
 from tests.support.llm_server import FakeLLMServer, Hang
 

@@ -36,9 +36,8 @@ import pytest
 from daemon.paths import Paths
 from daemon.runtime import read_runtime
 from daemon.state import StateStore
-from protocol.client import ReferenceClient
 from protocol.frames import ToolCall
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, SqliteStore
 from tests.support.agent_model import OfficeModel
 from tests.support.llm_server import FakeLLMServer
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from protocol.client import ReferenceClient, RequestFailed
 from protocol.frames import EstimateRequest, EstimateResult, RunComplete, RunStarted, ToolCall
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ReferenceClient, RequestFailed, SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.support.agent_model import OfficeModel
 from tests.support.faulty_app import FaultyApp, Rule

@@ -32,9 +32,8 @@ from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.paths import Paths
 from daemon.state import StateStore
-from protocol.client import ProtocolClient, ReferenceClient, RequestFailed
 from protocol.frames import AgentStatus, RunComplete, RunProgress, RunStarted, ToolCall
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import ProtocolClient, ReferenceClient, RequestFailed, SqliteStore
 from scheduler import cron
 from tests.conftest import DaemonHarness
 from tests.support.agent_model import OfficeModel

@@ -245,6 +245,33 @@ def test_malformed_json_is_bad_frame(text: str | bytes, needle: str) -> None:
     assert needle in info.value.message
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_numbers_json_does_not_have_are_bad_frame(constant: str) -> None:
+    with pytest.raises(BadFrame, match=f"malformed JSON: {constant} is not a JSON number"):
+        decode('{"type": "tool_result", "id": "c1", "row": {"n": ' + constant + "}}")
+
+
+def test_the_words_nan_and_infinity_in_strings_are_text() -> None:
+    frame = decode('{"type": "stream_text", "request_id": "NaN", "chunk": "Infinity"}')
+    assert isinstance(frame, StreamText) and (frame.request_id, frame.chunk) == ("NaN", "Infinity")
+
+
+@pytest.mark.parametrize(
+    "text", ['{"type": "ping", "id": "NaN"', b'{"type": "ping", "id": "Infinity", "x": "\xff"}']
+)
+def test_malformed_json_with_those_words_is_bad_frame(text: str | bytes) -> None:
+    # Read by the strict parser that looks for the constants: still just malformed.
+    with pytest.raises(BadFrame, match="malformed JSON"):
+        decode(text)
+
+
+def test_a_str_that_is_not_unicode_is_bad_frame() -> None:
+    # A lone surrogate cannot come off the wire (websockets checks UTF-8), but decode
+    # takes any str: the error has no location, and is still a BadFrame.
+    with pytest.raises(BadFrame, match=r"invalid frame: .*unicode"):
+        decode('{"type": "ping", "id": "\ud800"}')
+
+
 @pytest.mark.parametrize("text", ["[]", "1", '"ping"', "null", "true", '[{"type": "ping"}]'])
 def test_non_object_is_bad_frame(text: str) -> None:
     with pytest.raises(BadFrame, match="must be a JSON object"):

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from protocol.client import ReferenceClient
 from protocol.frames import ErrorBody, ToolCall, ToolResult
+from protocol.reference import ReferenceClient
 
 __all__ = ["FaultyApp"]
 

@@ -491,3 +491,59 @@ def _chunks(
             },
             0.0,
         )
+
+
+if __name__ == "__main__":
+    # A standalone fake LLM for tests in other languages (packaging/electron's Node
+    # test): ``python -m tests.support.llm_server [--tool NAME [--tool-args JSON]]
+    # [--reply TEXT] [--exit-on-stdin-eof]`` (run from the repository root). It prints
+    # one JSON line, {"event": "ready", "port": …, "base_url": …}, then serves until
+    # killed (or, with --exit-on-stdin-eof, until its stdin closes: a test that dies
+    # leaves no server behind).
+    # Each request is answered from its last message: after a tool result, a text
+    # quoting it ("<reply>\n<tool result>"); otherwise a call of --tool, or, without
+    # --tool, the text --reply.
+    import argparse
+    import sys
+
+    def _main() -> int:
+        parser = argparse.ArgumentParser(prog="python -m tests.support.llm_server")
+        parser.add_argument("--tool", help="answer a user message by calling this tool")
+        parser.add_argument("--tool-args", default="{}", help="the tool call's arguments (JSON)")
+        parser.add_argument("--reply", default="ok", help="the text of a final answer")
+        parser.add_argument(
+            "--exit-on-stdin-eof", action="store_true", help="stop when stdin is closed"
+        )
+        args = parser.parse_args()
+        try:
+            tool_args = json.loads(args.tool_args)
+        except ValueError as e:
+            parser.error(f"--tool-args is not JSON: {e}")
+        if not isinstance(tool_args, dict):
+            parser.error("--tool-args must be a JSON object")
+
+        def respond(body: dict[str, Any]) -> Reply:
+            messages = body.get("messages") or [{}]
+            last = messages[-1]
+            if last.get("role") == "tool":
+                return Text(f"{args.reply}\n{last.get('content') or ''}")
+            if args.tool:
+                return ToolCalls([Call(args.tool, tool_args)])
+            return Text(args.reply)
+
+        server = FakeLLMServer(respond).start()
+        ready = {"event": "ready", "port": server.port, "base_url": server.base_url}
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        try:
+            if args.exit_on_stdin_eof:
+                sys.stdin.read()
+            else:
+                threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+        return 0
+
+    sys.exit(_main())

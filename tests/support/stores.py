@@ -21,7 +21,7 @@ from typing import Any
 from agents.errors import DeviceOffline, ToolCallError
 from agents.store import Row
 from protocol.errors import StorageError
-from protocol.sqlite_store import SqliteStore
+from protocol.reference import SqliteStore
 
 __all__ = ["SqliteBackedStore"]
 

@@ -34,6 +34,9 @@ read transaction (SQLite otherwise takes and drops its locks around every read; 
 reference client holds a snapshot for one event-loop pass, so a burst of gets pays
 that once). A write first ends the snapshot, so it commits at once and later reads
 see it; ``rows``/``count`` end it too, so tests always read the latest data.
+
+One module although it is over 500 lines: it is one concept, storage.md over one
+SQLite connection, each action's SQL next to the checks of its arguments.
 """
 
 from __future__ import annotations
@@ -160,6 +163,32 @@ _SQL_BY_NAME: dict[str, _TableSql] = {t.value: sql for t, sql in _SQL.items()}
 _ACTIONS: dict[str, Action] = {a.value: a for a in Action}
 
 
+def _action_of(action: Any) -> Action:
+    """``action`` as an ``Action``, or ``bad_request`` naming the allowed ones.
+
+    Hot path: a dict lookup by the plain string, much cheaper than ``Action(action)``,
+    which is left for what the lookup does not know (and for its error)."""
+    try:
+        return _ACTIONS[action]
+    except (KeyError, TypeError):
+        pass
+    try:
+        return Action(action)
+    except ValueError:
+        allowed = ", ".join(Action)
+        raise _bad(f"unknown action {action!r}; allowed: {allowed}") from None
+
+
+def _table_sql(table: Any) -> _TableSql:
+    """The SQL of ``table``, or ``bad_request`` from ``check_table``.
+
+    Hot path: a dict lookup by the plain string before ``check_table``'s enum."""
+    try:
+        return _SQL_BY_NAME[table]
+    except (KeyError, TypeError):
+        return _SQL[check_table(table)]
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -265,6 +294,19 @@ class SqliteStore:
                 self._db.close()
                 self._db = None
 
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- snapshot reads (hot path) -----------------------------------------------------
+    # Outside a transaction SQLite takes and drops its locks around every read. The
+    # reference client answers a burst of tool calls (one event-loop pass) between
+    # hold_snapshot() and release_snapshot(), so the burst's reads share one read
+    # transaction and pay that once. _conn() and _get() open it at the first read;
+    # a write (or rows/count) ends it first, so it commits at once.
+
     def hold_snapshot(self) -> None:
         """Let the reads that follow share one read transaction (see the module doc)."""
         self._hold = True
@@ -288,12 +330,6 @@ class SqliteStore:
             except sqlite3.Error:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @contextmanager
     def _conn(self, *, latest: bool = False) -> Iterator[sqlite3.Connection]:
@@ -336,23 +372,13 @@ class SqliteStore:
         vector: list[float] | None = None,
     ) -> dict[str, Any]:
         """Answer one storage action with storage.md's result shape."""
-        try:
-            act = _ACTIONS[action]  # a dict lookup: much cheaper than Action(action)
-        except (KeyError, TypeError):
-            try:
-                act = Action(action)
-            except ValueError:
-                allowed = ", ".join(Action)
-                raise _bad(f"unknown action {action!r}; allowed: {allowed}") from None
+        act = _action_of(action)
         # storage.md's vector actions name no table; any table argument is ignored.
         if act is Action.VECTOR_UPSERT:
             return self._vector_upsert(data, vector)
         if act is Action.VECTOR_SEARCH:
             return self._vector_search(vector, filters, limit)
-        try:
-            sql = _SQL_BY_NAME[table]
-        except (KeyError, TypeError):
-            sql = _SQL[check_table(table)]
+        sql = _table_sql(table)
         if act is Action.SELECT:
             return {"rows": self._select(sql, filters, limit)}
         if act is Action.GET:
@@ -404,8 +430,8 @@ class SqliteStore:
         return None if r is None else dict(zip(sql.columns, r, strict=True))
 
     def _get(self, sql: _TableSql, row_id: str) -> Row | None:
-        # The hot path of the rpc benchmark: _conn() inlined (a generator-based context
-        # manager costs more than the query itself).
+        # Hot path (every get of the rpc benchmark): what _conn() does, inlined, because
+        # a generator-based context manager costs more than the query itself.
         with self._lock:
             db = self._db
             if db is None:

@@ -19,7 +19,7 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from protocol.connection import (
+from protocol.reference.connection import (
     FLUSH_BYTES,
     FLUSH_MESSAGES,
     BatchedClientConnection,

@@ -12,6 +12,8 @@ sans-I/O protocol and written together: at the end of the pass, or as soon as
 ``FLUSH_MESSAGES`` messages or ``FLUSH_BYTES`` bytes are queued. websockets' own
 writes (``send``, pings, close frames, replies while reading) carry anything
 queued with them, in order, so a close never loses or reorders a queued message.
+The daemon's server uses ``BatchedServerConnection`` too (one of the rpc hot-path
+places listed in protocol/README.md "Hot path").
 
 Rules:
 

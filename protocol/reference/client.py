@@ -17,6 +17,10 @@ Rules:
   are final: the client does not reconnect after them.
 - ``last_event_seq`` follows the run events seen, so a reconnect replays only what
   was missed.
+
+One module although it is over 500 lines: it is one concept, the app's end of a
+session, and the device (``ReferenceClient``) is answered from the session's own
+read loop, so splitting them would only move the seam into the hot path.
 """
 
 from __future__ import annotations
@@ -34,10 +38,16 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .codec import construct, decode, encode, encode_bytes
-from .connection import BatchedClientConnection
-from .errors import CloseCode, ProtocolError, StorageError
-from .frames import (
+from protocol.codec import construct, decode, encode, encode_bytes
+from protocol.errors import (
+    CloseCode,
+    ConnectionLost,
+    HandshakeRefused,
+    ProtocolError,
+    RequestFailed,
+    StorageError,
+)
+from protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
     AgentsSync,
@@ -71,43 +81,16 @@ from .frames import (
     Trigger,
     _Frame,
 )
+
+from .connection import BatchedClientConnection
 from .sqlite_store import SqliteStore
 
-__all__ = [
-    "ChatResult",
-    "ConnectionLost",
-    "HandshakeRefused",
-    "ProtocolClient",
-    "ReferenceClient",
-    "RequestFailed",
-]
+__all__ = ["ChatResult", "ProtocolClient", "ReferenceClient"]
 
 log = logging.getLogger("tether.client")
 
 RunEvent = RunStarted | RunProgress | RunComplete
 _FINAL_CLOSES = {CloseCode.UNAUTHORIZED, CloseCode.UNSUPPORTED_PROTOCOL, CloseCode.SUPERSEDED}
-
-
-class RequestFailed(Exception):
-    """The daemon answered a request with an ``error`` frame."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class ConnectionLost(Exception):
-    """The connection closed while a request waited for its answer."""
-
-
-class HandshakeRefused(Exception):
-    """The daemon refused the connection (HTTP status or a close code during hello)."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass
@@ -308,17 +291,13 @@ class ProtocolClient:
                 except ProtocolError as exc:
                     log.warning("daemon sent a bad frame: %s", exc)
                     continue
-                if type(frame) is ToolCall:  # the hot path: no coroutine in between
-                    result = self.answer_at_once(frame)
-                    if result is None:
-                        task = asyncio.create_task(self._serve_tool_call(conn, frame))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                        continue
-                    try:
-                        await conn.send_text_batched(encode_bytes(result))
-                    except ConnectionClosed:
-                        pass
+                if type(frame) is ToolCall:
+                    answer = self._answer_in_read_loop(conn, frame)
+                    if answer is not None:
+                        try:
+                            await conn.send_text_batched(answer)
+                        except ConnectionClosed:
+                            pass
                     continue
                 await self._on_frame(conn, frame)
         except ConnectionClosed:
@@ -336,6 +315,21 @@ class ProtocolClient:
                 if not waiter.done.done():
                     waiter.done.set_exception(lost)
             self._chats.clear()
+
+    def _answer_in_read_loop(self, conn: BatchedClientConnection, call: ToolCall) -> bytes | None:
+        """The encoded answer to ``call`` when ``answer_at_once`` has one, for the read
+        loop to send; else None, and ``handle_tool_call`` answers it from a task.
+
+        Hot path: a call answered here costs no task and no coroutine between reading
+        it and writing its answer, and the answers go out in the order of the calls
+        (with the others of this event-loop pass: ``send_text_batched``)."""
+        result = self.answer_at_once(call)
+        if result is None:
+            task = asyncio.create_task(self._serve_tool_call(conn, call))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return None
+        return encode_bytes(result)
 
     async def _on_frame(self, conn: BatchedClientConnection, frame: _Frame) -> None:
         if isinstance(frame, Ping):
@@ -511,6 +505,37 @@ class ProtocolClient:
         return await asyncio.wait_for(wait(), timeout)
 
 
+class _BurstReads:
+    """The tool calls answered in one event-loop pass (a burst) read from one SQLite
+    read transaction (``SqliteStore.hold_snapshot``).
+
+    Hot path: outside a transaction SQLite takes and drops its locks around every
+    read; with 64 calls in flight the burst pays that once. A call alone in its pass
+    reads without one (BEGIN and COMMIT would cost more than they save). The snapshot
+    ends when the pass does (``call_soon``), so the next burst sees every write."""
+
+    __slots__ = ("_calls", "_store")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._calls = 0  # tool calls answered in this event-loop pass
+
+    def add_call(self) -> None:
+        """Before answering a call: the first of a pass schedules ``end``; the second
+        holds the snapshot that it and the rest of the pass read from."""
+        if self._calls == 0:
+            asyncio.get_running_loop().call_soon(self.end)
+        elif self._calls == 1:
+            self._store.hold_snapshot()
+        self._calls += 1
+
+    def end(self) -> None:
+        """End the pass: release the snapshot if one was held. Idempotent."""
+        if self._calls > 1:
+            self._store.release_snapshot()
+        self._calls = 0
+
+
 class ReferenceClient(ProtocolClient):
     """A device: serves ``tool_call`` frames from a real SQLite database.
 
@@ -541,20 +566,15 @@ class ReferenceClient(ProtocolClient):
         self.capabilities = capabilities or Capabilities(idempotency=True)
         self.before_tool_call = before_tool_call
         self.tool_calls: list[ToolCall] = []
-        self._pass_calls = 0  # tool calls answered in this event-loop pass
-
-    def _end_pass(self) -> None:
-        if self._pass_calls > 1:
-            self.store.release_snapshot()
-        self._pass_calls = 0
+        self._burst = _BurstReads(self.store)
 
     async def close(self) -> None:
         await super().close()
-        self._end_pass()  # the loop may not run the scheduled one (it may be closing)
+        self._burst.end()  # the loop may not run the scheduled end (it may be closing)
 
     def kill(self) -> None:
         super().kill()
-        self._end_pass()
+        self._burst.end()
 
     def answer_at_once(self, call: ToolCall) -> ToolResult | None:
         if self.before_tool_call is not None:
@@ -589,14 +609,7 @@ class ReferenceClient(ProtocolClient):
         return self._answer(call)
 
     def _answer(self, call: ToolCall) -> ToolResult:
-        # When several calls arrive in one event-loop pass (a burst), their reads
-        # share one SQLite read transaction: one lock round instead of one per get.
-        # A call alone in its pass reads without one (that would cost more).
-        if self._pass_calls == 0:
-            asyncio.get_running_loop().call_soon(self._end_pass)
-        elif self._pass_calls == 1:
-            self.store.hold_snapshot()
-        self._pass_calls += 1
+        self._burst.add_call()
         if call.action in ("vector_upsert", "vector_search") and not self.capabilities.vector:
             return ToolResult(
                 id=call.id,

@@ -1,4 +1,4 @@
-"""The reference client's storage (protocol.sqlite_store) over a real SQLite file."""
+"""The reference client's storage (protocol.reference.sqlite_store) over a real SQLite file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from protocol.errors import ErrorCode, StorageError
-from protocol.sqlite_store import SqliteStore
+from protocol.reference.sqlite_store import SqliteStore
 from protocol.storage import TABLES, Table
 
 
