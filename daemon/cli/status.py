@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     if low_disk:
         print(f"warning: {low_disk}")
     print("desktop app: " + (", ".join(status.devices) if status.devices else "not connected"))
+    for dev in status.device_details:  # agent_ids of the app's hello (docs/protocol.md)
+        if dev.unknown_agent_ids:
+            missing = ", ".join(dev.unknown_agent_ids)
+            print(f"  {dev.device_id} has agents the daemon has no configuration for: {missing}")
     if not status.agents:
         print("agents: none (the app sends them, or put them in agents.toml)")
     for a in status.agents:
