@@ -7,8 +7,9 @@ Rules:
   of one still running is refused (``bad_frame``).
 - The chat runs against the requesting device session, or, for a control session,
   the connected desktop app. With no app connected the answer is still a whole
-  stream: ``stream_start`` then ``stream_end`` with the error (the app's chat view
-  opens on ``stream_start``).
+  stream: ``stream_start`` (after ``floating_domain``, from the scope, for a
+  floating request) then ``stream_end`` with the error (the app's chat view opens
+  on ``stream_start``).
 - Each chat gets the extras the app's capabilities allow (``agents.chat.ChatExtras``):
   core memory when ``coreMemory`` is in ``capabilities.tables``, semantic note
   search when ``daemon.vectors`` gives the session a notes index.
@@ -23,10 +24,10 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-from agents.chat import ChatExtras, ChatService
+from agents.chat import ChatExtras, ChatService, scope_domain
 from agents.tools.memory import CORE_MEMORY
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FloatingRequest, HomeRequest, StreamEnd, StreamStart
+from protocol.frames import FloatingDomain, FloatingRequest, HomeRequest, StreamEnd, StreamStart
 
 from .session import DeviceSession, Session
 from .vectors import NoteVectors
@@ -68,6 +69,9 @@ class ChatRegistry:
         async def run() -> None:
             try:
                 if device is None or device.closed:
+                    if isinstance(frame, FloatingRequest):
+                        domain = scope_domain(frame)
+                        await session.send(FloatingDomain(request_id=request_id, domain=domain))
                     await session.send(StreamStart(request_id=request_id))
                     await session.send(StreamEnd(request_id=request_id, error=NO_APP))
                     return
