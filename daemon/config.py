@@ -131,6 +131,9 @@ class RunsConfig(_Section):
     max_file_bytes: int = Field(default=RunLimits.max_file_bytes, ge=1)
     step_budget: int = Field(default=RunLimits.step_budget, ge=1)
     tool_call_budget: int = Field(default=RunLimits.tool_call_budget, ge=1)
+    # Characters of an item per model call (long files are cut, small ones packed up
+    # to this): lower it for a local model with a small context window.
+    chunk_chars: int = Field(default=RunLimits.chunk_chars, ge=1000)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 

@@ -137,6 +137,8 @@ def run_limits(agent: AgentConfig, runs: RunsConfig) -> RunLimits:
         step_budget=runs.step_budget,
         tool_call_budget=runs.tool_call_budget,
         max_file_bytes=runs.max_file_bytes,
+        chunk_chars=runs.chunk_chars,
+        batch_chars=runs.chunk_chars,
         budget=Budget(
             max_llm_calls=own.max_llm_calls or defaults.max_llm_calls,
             max_prompt_tokens=own.max_prompt_tokens or defaults.max_prompt_tokens,
