@@ -871,6 +871,12 @@ async def _bench_realistic(args: argparse.Namespace, work: Path) -> int:
         f"{first_recall['duplicates']}, extra rows {first_recall['extra_rows']}, wrong project "
         f"{first_recall['wrong_project']}"
     )
+    print(
+        f"changed run: {after.run.usage.llm_calls} calls for {len(changed)} files "
+        f"({rows[2]['calls_per_changed_file']} per changed file), "
+        f"{rows[2]['tokens_ratio']:.2%} of the first run's tokens (target <= "
+        f"{TARGET_CHANGED_TOKEN_RATIO:.0%}); moved run: {moved.run.usage.llm_calls} calls"
+    )
     if changed_seen != want_seen:
         print(f"  changed run read {sorted(set(changed_seen) - set(want_seen))} beyond the changed")
         print(f"  changed run did not read {sorted(set(want_seen) - set(changed_seen))}")
