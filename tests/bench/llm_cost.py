@@ -694,16 +694,21 @@ def breakdown(requests: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 _FILE = re.compile(r"^File: (.*?)(?: \(part \d+ of \d+\))?$", re.M)
 
 
-def per_size_class(corpus: RealCorpus, requests: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Processing calls and their prompt tokens per size class of file (by the
-    ``File:`` header of the call's user message); triage calls are not included."""
+def per_size_class(
+    corpus: RealCorpus, requests: list[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Processing calls and their prompt tokens per size class of file, by the ``File:``
+    headers of each call's user message: a call that carries k files (a batch of small
+    files) counts 1/k call and 1/k of its tokens for each; triage calls are not included.
+    ``batched_files`` counts the files that went to the model in a batch."""
     cls = {str(d.path): d.size_class for d in corpus.docs}
-    out = {
+    out: dict[str, dict[str, float]] = {
         name: {
             "files": sum(1 for d in corpus.docs if d.size_class == name),
             "with_markers": sum(1 for d in corpus.docs if d.size_class == name and d.markers),
-            "calls": 0,
-            "tokens": 0,
+            "batched_files": 0,
+            "calls": 0.0,
+            "tokens": 0.0,
         }
         for name, *_ in SIZES
     }
@@ -713,13 +718,20 @@ def per_size_class(corpus: RealCorpus, requests: list[dict[str, Any]]) -> dict[s
             messages[0].get("content")
         ):
             continue
-        m = _FILE.search(str(messages[1].get("content")))
-        name = cls.get(m.group(1)) if m else None
-        row = out.setdefault(
-            name or "unknown", {"files": 0, "with_markers": 0, "calls": 0, "tokens": 0}
-        )
-        row["calls"] += 1
-        row["tokens"] += estimate_prompt_tokens(body)
+        files = _FILE.findall(str(messages[1].get("content"))) or [""]
+        tokens = estimate_prompt_tokens(body)
+        for path in files:
+            row = out.setdefault(
+                cls.get(path, "unknown"),
+                {"files": 0, "with_markers": 0, "batched_files": 0, "calls": 0.0, "tokens": 0.0},
+            )
+            row["calls"] += 1 / len(files)
+            row["tokens"] += tokens / len(files)
+            if len(files) > 1 and messages[-1].get("role") == "user":
+                row["batched_files"] += 1
+    for row in out.values():
+        row["calls"] = round(row["calls"], 2)
+        row["tokens"] = round(row["tokens"])
     return out
 
 
@@ -897,14 +909,14 @@ async def _bench_realistic(args: argparse.Namespace, work: Path) -> int:
         )
     print("first run's processing calls by size class of file:")
     print(
-        f"  {'class':<10} {'files':>6} {'w/ marker':>9} {'calls':>6} {'calls/file':>10} "
-        f"{'tokens':>10}"
+        f"  {'class':<10} {'files':>6} {'w/ marker':>9} {'batched':>8} {'calls':>7} "
+        f"{'calls/file':>10} {'tokens':>10}"
     )
     for name, r in by_class.items():
         per = r["calls"] / r["files"] if r["files"] else 0.0
         print(
-            f"  {name:<10} {r['files']:>6} {r['with_markers']:>9} {r['calls']:>6} {per:>10.2f} "
-            f"{r['tokens']:>10}"
+            f"  {name:<10} {r['files']:>6} {r['with_markers']:>9} {r['batched_files']:>8} "
+            f"{r['calls']:>7.1f} {per:>10.2f} {r['tokens']:>10.0f}"
         )
     for kind, r in sorted(split.items()):
         c = r["calls"] or 1
