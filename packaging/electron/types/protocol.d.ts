@@ -19,6 +19,8 @@ export type Frame =
   | HomeRequest
   | FloatingRequest
   | CredentialsPut
+  | EstimateRequest
+  | EstimateResult
   | Ping
   | Pong
   | Ack
@@ -309,6 +311,37 @@ export interface CredentialsPut {
     | string;
   type: "credentials_put";
 }
+/**
+ * What a run of the agent would read and cost now, without any LLM call.
+ */
+export interface EstimateRequest {
+  agent_id: string;
+  id: string;
+  type: "estimate";
+}
+/**
+ * The answer to ``estimate``. Items are files for a local agent, messages for a
+ * mailbox. ``prompt_tokens`` and ``llm_calls`` assume every changed item is processed
+ * (items skipped at triage cost less); ``cost_usd`` is ``None`` when the model's price
+ * is unknown (a local model); ``runs`` is how many runs the agent's budget splits it into.
+ */
+export interface EstimateResult {
+  agent_id: string;
+  chars?: number;
+  cost_usd?: number | null;
+  id: string;
+  items_changed?: number;
+  items_moved?: number;
+  items_new?: number;
+  items_unchanged?: number;
+  items_unreadable?: number;
+  llm_calls?: number;
+  model?: string | null;
+  notes?: string[];
+  prompt_tokens?: number;
+  runs?: number;
+  type: "estimate_result";
+}
 export interface Ping {
   id?: string | null;
   type: "ping";
@@ -325,6 +358,7 @@ export interface Ack {
   type: "ack";
 }
 export interface Status {
+  accounts?: AccountInfo[];
   active_runs: RunSummary[];
   agents: AgentStatus[];
   daemon?: DaemonInfo | null;
@@ -332,6 +366,19 @@ export interface Status {
   devices?: string[];
   id: string;
   type: "status";
+}
+/**
+ * A connected cloud account as the user sees it (never a token). Times are ISO 8601
+ * UTC; ``throttled_until`` only while it is in the future.
+ */
+export interface AccountInfo {
+  account: string;
+  last_sync?: string | null;
+  messages_taken?: number;
+  provider: string;
+  reason?: string | null;
+  state?: "connected" | "needs_reconnect";
+  throttled_until?: string | null;
 }
 export interface RunSummary {
   agent_id: string;
