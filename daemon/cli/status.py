@@ -1,4 +1,5 @@
-"""``daemon status``: is it running, which app is connected, every agent's runs."""
+"""``daemon status``: is it running, which app is connected, every agent's runs, and
+the cloud accounts (connected or needing a reconnect, throttling, last sync)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,19 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {a.id:<20} {state:<8} cron {a.schedule_cron!r:<16} next {a.next_run_at or '-':<25} "
             f"last {a.last_run_at or 'never'} ({a.last_status or '-'})"
+        )
+    if status.accounts:
+        print("accounts:")
+    for acc in status.accounts:
+        if acc.state == "needs_reconnect":
+            state = f"needs reconnect ({acc.reason or 'sign-in refused'})"
+        else:
+            state = "connected"
+        if acc.throttled_until:
+            state += f", throttled until {acc.throttled_until}"
+        print(
+            f"  {acc.provider:<10} {acc.account:<32} {state}; last sync {acc.last_sync or 'never'}, "
+            f"{acc.messages_taken} messages taken in"
         )
     for r in status.active_runs:
         print(

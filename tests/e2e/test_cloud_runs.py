@@ -472,6 +472,13 @@ async def test_no_token_in_the_log_the_state_store_any_frame_or_any_llm_request(
         frames.append((await app.status()).model_dump_json())
         frames.extend(call.model_dump_json() for call in app.tool_calls)
         frames.append(done.model_dump_json())
+        cli = [setup.cli("status"), setup.cli("accounts"), setup.cli("status", "--json")]
+        assert all(c.returncode == 0 for c in cli), [c.stdout + c.stderr for c in cli]
+        for listing in cli[:2]:
+            line = next(x for x in listing.stdout.splitlines() if box.account in x)
+            assert "microsoft" in line and "connected" in line, line
+            assert "3 messages taken in" in line and "last sync never" not in line, line
+        frames.extend(c.stdout for c in cli)
         paths = setup.paths
         with box.server.lock:
             tokens = [*box.server.access_tokens, *box.server.refresh_tokens]
@@ -482,10 +489,13 @@ async def test_no_token_in_the_log_the_state_store_any_frame_or_any_llm_request(
             ),
             "state store": _state_dump(paths.state_db)
             + (paths.state_dir / "accounts.json").read_text(),
-            "frames": "\n".join(frames),
+            "frames and CLI output": "\n".join(frames),
             "llm requests": json.dumps(llm_server.requests),
         }
-    assert "Leak check 0" in places["frames"] and "Leak check 0" in places["llm requests"]
+    assert (
+        "Leak check 0" in places["frames and CLI output"]
+        and "Leak check 0" in places["llm requests"]
+    )
     assert "refresh" in places["log"] or "run" in places["log"]  # the log is not empty
     for where, text in places.items():
         for token in tokens:
