@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from daemon.state import StateStore
-from protocol.frames import CredentialsPut, RunComplete, ToolCall
+from protocol.frames import CredentialsPut, EstimateRequest, EstimateResult, RunComplete, ToolCall
 from protocol.reference import ReferenceClient, SqliteStore
 from tests.conftest import DaemonFactory, DaemonHarness
 from tests.e2e.test_daemon_restart import TOKEN, Setup, until
@@ -349,6 +349,59 @@ async def test_a_revoked_refresh_token_ends_the_run_with_the_reconnect_message(
     [account] = (await app.status()).accounts
     assert account.state == "needs_reconnect" and "invalid_grant" in (account.reason or "")
     assert account.last_sync is None and account.messages_taken == 0
+
+
+async def test_throttling_past_the_wait_ends_the_run_saying_until_when(
+    make_daemon: DaemonFactory,
+    llm_server: FakeLLMServer,
+    model: OfficeModel,
+    google_box: Box,
+    app_db: Path,
+) -> None:
+    box = google_box
+    box.add("Website", "Later")
+    daemon = await start(make_daemon, llm_server, box)
+    app = await connect(daemon, app_db, box)
+    box.server.fail("/messages", 429, {"error": {"code": 429}}, retry_after="3600", times=10)
+    done = await run(app)
+    assert done.status == "error"
+    [error] = done.errors
+    assert f"Gmail is throttling {box.account} until 20" in error and "UTC" in error, error
+    assert llm_server.calls == 0 and tasks(app.store) == []
+    [account] = (await app.status()).accounts
+    assert account.state == "connected" and account.throttled_until is not None
+    assert account.last_sync is None
+    # once the provider allows it again, the next run takes the message in
+    with box.server.lock:
+        box.server.faults.clear()
+    again = await run(app)
+    assert again.status == "success", again.errors
+    assert tasks(app.store) == ["Later"]
+    [account] = (await app.status()).accounts
+    assert account.throttled_until is None and account.messages_taken == 1
+
+
+async def test_an_estimate_reads_the_mailbox_and_records_nothing(
+    make_daemon: DaemonFactory,
+    llm_server: FakeLLMServer,
+    model: OfficeModel,
+    microsoft_box: Box,
+    app_db: Path,
+) -> None:
+    box = microsoft_box
+    for n in range(3):
+        box.add("Website", f"Estimated {n}")
+    daemon = await start(make_daemon, llm_server, box)
+    app = await connect(daemon, app_db, box)
+    answer = await app.request(EstimateRequest(id="e1", agent_id=AGENT_ID))
+    assert isinstance(answer, EstimateResult)
+    assert (answer.items_new, answer.items_unchanged, answer.runs) == (3, 0, 1)
+    assert answer.llm_calls >= 3 and llm_server.calls == 0
+    done = await run(app)  # the estimate recorded nothing: the run takes all three in
+    assert (done.status, done.items_processed, done.items_created) == ("success", 3, 3)
+    again = await app.request(EstimateRequest(id="e2", agent_id=AGENT_ID))
+    assert isinstance(again, EstimateResult)
+    assert (again.items_new, again.llm_calls) == (0, 0)
 
 
 def _state_dump(db: Path) -> str:
