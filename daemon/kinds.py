@@ -77,7 +77,8 @@ def kind_map(
         access = cloud
 
         def message_source(ctx: RunContext) -> Source:
-            return MessageSource(ctx, access)
+            # the estimator's source: every new message, however many runs they take
+            return MessageSource(ctx, access, cap_to_budget=False)
 
         async def run(ctx: RunContext) -> RunReport:
             return await run_messages(ctx, access)

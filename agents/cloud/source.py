@@ -7,6 +7,11 @@ Rules (agents.md "Cloud connectors"):
   account and message id) are dropped before anything else is fetched, so a re-run,
   a resync or a restart after a crash fetches no body already processed. Headers
   then (Gmail), and the bodies of the rest only, at most 4 requests in flight.
+- A run fetches at most as many bodies as its budget has LLM calls
+  (``max_llm_calls``; each message costs at least one), oldest first: the rest
+  waits for the next run (a notice says how many), so a first run the budget splits
+  does not fetch bodies it cannot process. (An estimate's source,
+  ``cap_to_budget=False``, lists them all: the estimate says how many runs.)
 - A message deleted between the listing and the fetch (404) is left out: there is
   nothing to record. Another refusal of one body is that message's failure: it is
   reported, stays unrecorded and keeps the cursor where it is.
@@ -92,7 +97,7 @@ class MessageSource:
     key_name = "id"
     phase = "fetch"
 
-    def __init__(self, ctx: RunContext, access: CloudAccess) -> None:
+    def __init__(self, ctx: RunContext, access: CloudAccess, *, cap_to_budget: bool = True) -> None:
         agent = ctx.agent
         assert isinstance(agent, CloudAgent)
         self.ctx = ctx
@@ -102,10 +107,12 @@ class MessageSource:
         self.provider = provider_of(agent.kind)
         self.account = agent.account
         self.cursor_key = f"cursor:{agent.account}"
+        self.cap_to_budget = cap_to_budget
         self.client: MessageClient | None = None
         self.new_cursor: str | None = None
         self.pending: set[str] = set()
         self.taken = 0  # messages recorded as done this run
+        self.deferred = 0  # new messages left for the next run (the budget)
         self._bodies: dict[str, Message | CloudError] = {}
         self._stack = contextlib.AsyncExitStack()
 
@@ -151,6 +158,10 @@ class MessageSource:
             refs.setdefault(ref.id, ref)
         done = books.processed_ids(self.kind, self.account, list(refs)) if refs else set()
         todo = [r for r in refs.values() if r.id not in done]
+        cap = self.ctx.limits.budget.max_llm_calls if self.cap_to_budget else None
+        later = todo[cap:] if cap is not None else []
+        todo = todo[: len(todo) - len(later)]
+        self.deferred = len(later)
         with_headers = await client.refs_with_headers(todo) if todo else []
         self.new_cursor = listed.cursor
         await self._fetch_bodies(client, with_headers)
@@ -169,13 +180,23 @@ class MessageSource:
         self.pending = {i.key for i in items}
         if not self.pending:
             self._advance()
+        notices = (
+            [
+                f"{self.deferred} more new {self.noun}s wait for the next run "
+                f"(this run's budget allows {cap} LLM calls)"
+            ]
+            if self.deferred
+            else []
+        )
         return Changes(
             items=items,
+            notices=notices,
             detail={
                 "messages_listed": len(refs),
                 "messages_already_processed": len(done),
                 "messages_filtered_out": len(todo) - len(with_headers),
                 "messages_deleted": len(deleted),
+                "messages_deferred": self.deferred,
                 "bodies_fetched": self.bodies_fetched,
                 "resynced": listed.resynced,
             },
@@ -197,7 +218,7 @@ class MessageSource:
         await asyncio.gather(*(one(r) for r in refs))
 
     def _advance(self) -> None:
-        if self.new_cursor is not None:
+        if self.new_cursor is not None and not self.deferred:
             self.ctx.books.set_cursor(self.cursor_key, self.new_cursor)
 
     async def text(self, item: Item) -> str:

@@ -404,6 +404,37 @@ async def test_an_estimate_reads_the_mailbox_and_records_nothing(
     assert (again.items_new, again.llm_calls) == (0, 0)
 
 
+async def test_a_run_fetches_no_more_bodies_than_its_budget_can_process(
+    make_daemon: DaemonFactory,
+    llm_server: FakeLLMServer,
+    model: OfficeModel,
+    google_box: Box,
+    app_db: Path,
+) -> None:
+    box = google_box
+    for n in range(8):
+        box.add(PROJECTS[n % 2], f"Budgeted {n}")
+    daemon = await start(make_daemon, llm_server, box)
+    agent = {**box.agent(), "budget": {"max_llm_calls": 4}}
+    app = await daemon.device(app_db, agents=[agent])
+    await app.request(box.credentials())
+    first = await run(app)
+    assert first.status == "partial", first.errors
+    assert len(box.bodies()) == 4  # not all 8
+    assert any("more new messages wait for the next run" in e for e in first.errors)
+    statuses = [first.status]
+    for _ in range(6):
+        done = await run(app)
+        statuses.append(done.status)
+        if done.status == "success":
+            break
+    assert statuses[-1] == "success", statuses
+    assert tasks(app.store) == sorted(box.expected)  # every message once
+    assert len(set(box.bodies())) == 8 and len(box.bodies()) < 2 * 8
+    last = await run(app)
+    assert (last.status, last.items_processed, last.usage.llm_calls) == ("success", 0, 0)
+
+
 def _state_dump(db: Path) -> str:
     with sqlite3.connect(db) as conn:
         rows = []
