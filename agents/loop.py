@@ -88,6 +88,7 @@ class LoopResult:
     # tool: what the model wanted written and the client never confirmed.
     failed_writes: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # to records the user owns
 
 
 class _Loop:
@@ -119,6 +120,7 @@ class _Loop:
         self.tools_used: list[str] = []
         self.failed_writes: dict[tuple[str, str], str] = {}  # (tool, item) -> unresolved error
         self.notices: list[str] = []
+        self.changes: list[dict[str, Any]] = []
         self.finished_by_writes = False
 
     def result(self, text: str, stopped: StopReason) -> LoopResult:
@@ -132,6 +134,7 @@ class _Loop:
             tools_used=self.tools_used,
             failed_writes=[f"{name}: {err}" for (name, _), err in self.failed_writes.items()],
             notices=self.notices,
+            changes=self.changes,
         )
 
     async def run(self) -> LoopResult:
@@ -222,6 +225,7 @@ class _Loop:
         for call, outcome in zip(calls, outcomes, strict=True):
             self.mutations.extend(outcome.mutations)
             self.notices.extend(outcome.notices)
+            self.changes.extend(outcome.changes)
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": outcome.text})
             tool = self.toolset.tools.get(call.name)
             informs = informs or tool is None or tool.informs or outcome.is_error

@@ -113,12 +113,14 @@ class _Tally:
         self.updated: set[tuple[str, str]] = set()
         self.errors: list[str] = []
         self.notices = 0
+        self.changes: list[dict[str, Any]] = []
         self.budget_stop = False
         self.usage = Usage()
         self.detail: dict[str, Any] = {}
 
     def count(self, loop: LoopResult) -> None:
         self.usage = self.usage + loop.usage
+        self.changes.extend(loop.changes)
         for m in loop.mutations:
             row = (m.table, str(m.data.get("id")))
             if m.action == "insert":
@@ -140,6 +142,7 @@ class _Tally:
             errors=self.errors,
             usage=self.usage,
             detail=self.detail,
+            changes=self.changes,
         )
 
 

@@ -71,6 +71,7 @@ class RunReport:
     errors: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     detail: dict[str, Any] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # to records the user owns
 
 
 class AgentRunner(Protocol):

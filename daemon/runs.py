@@ -403,6 +403,7 @@ class RunManager:
             items_updated=report.items_updated,
             errors=report.errors,
             usage=usage_dict,
+            **({"changes": report.changes} if report.changes else {}),
             **extra,
         )
         self.state.checkpoint()

@@ -47,6 +47,7 @@ __all__ = [
     "Mutation",
     "Ping",
     "Pong",
+    "RecordChange",
     "RejectedAgent",
     "RunComplete",
     "RunProgress",
@@ -435,6 +436,14 @@ class RunProgress(_Frame):
     detail: str | None = None
 
 
+class RecordChange(_Model):
+    table: str
+    id: str
+    field: str
+    before: Any = None
+    after: Any = None
+
+
 class RunComplete(_Frame):
     type: Literal["run_complete"] = "run_complete"
     seq: int
@@ -450,6 +459,9 @@ class RunComplete(_Frame):
     items_updated: int = 0
     errors: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    # Changes the run made to records the user created or approved (the app can show
+    # and undo them): {table, id, field, before, after}.
+    changes: list[RecordChange] | None = None
     run_context: dict[str, Any] | None = None
 
 

@@ -38,13 +38,14 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 from pathlib import Path
 from xml.etree import ElementTree
 
 from agents.errors import ExtractError
+from agents.local_dir.safe_open import read_under_roots
 from agents.local_dir.scan import DEFAULT_MAX_FILE_BYTES, SUPPORTED_EXTENSIONS, format_size
 
 __all__ = ["extract_bytes", "extract_text", "html_to_text"]
@@ -63,15 +64,29 @@ _DOCX_XML_FLOOR = 64 * 1024 * 1024
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
-def extract_text(path: str | Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
-    """The text of ``path``; raises :class:`ExtractError` with the reason."""
+def extract_text(
+    path: str | Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    roots: Sequence[str] | None = None,
+    expect_sha256: str | None = None,
+) -> str:
+    """The text of ``path``; raises :class:`ExtractError` with the reason.
+
+    With ``roots`` (what the product always passes) the file is opened under them with
+    no link followed after the check (``safe_open``), and with ``expect_sha256`` its
+    content must be what the scan hashed. The extension is the opened file's own
+    name's: a link's name never chooses the extractor."""
     name = os.fspath(path)
-    ext = os.path.splitext(name)[1].lower()
+    ext = os.path.splitext(name if roots is None else os.path.realpath(name))[1].lower()
     extractor = _EXTRACTORS.get(ext)
     if extractor is None or ext not in SUPPORTED_EXTENSIONS:
         kind = f"{ext!r} files" if ext else "files without an extension"
         raise ExtractError(f"cannot extract {name}: {kind} are not supported")
-    data = _read_bounded(name, max_bytes)
+    if roots is None:
+        data = _read_bounded(name, max_bytes)
+    else:
+        data = read_under_roots(name, roots, max_bytes, expect_sha256=expect_sha256)
     return extractor(name, data)
 
 

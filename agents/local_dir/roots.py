@@ -169,9 +169,10 @@ def get_file_metadata(roots: Sequence[str], path: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_text(path: str, size: int, mtime_ns: int) -> str:
-    """Text of a file version: paging through a long PDF parses it once."""
-    return extract_text(path)
+def _cached_text(path: str, size: int, mtime_ns: int, roots: tuple[str, ...]) -> str:
+    """Text of a file version: paging through a long PDF parses it once. Opened under
+    the roots with no link followed after the check (``safe_open``)."""
+    return extract_text(path, roots=roots)
 
 
 def read_file_content(
@@ -191,7 +192,7 @@ def read_file_content(
     if stat.S_ISDIR(st.st_mode):
         raise ToolError(f"{path} is a folder; use list_directory")
     try:
-        text = _cached_text(str(real), st.st_size, st.st_mtime_ns)
+        text = _cached_text(str(real), st.st_size, st.st_mtime_ns, tuple(roots))
     except ExtractError as exc:
         raise ToolError(str(exc)) from exc
     piece = text[offset : offset + max_chars]

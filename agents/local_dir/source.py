@@ -113,7 +113,11 @@ class LocalDirectorySource:
 
     async def text(self, item: Item) -> str:
         return await asyncio.to_thread(
-            extract_text, item.key, max_bytes=self.ctx.limits.max_file_bytes
+            extract_text,
+            item.key,
+            max_bytes=self.ctx.limits.max_file_bytes,
+            roots=self.roots,
+            expect_sha256=item.fingerprint,
         )
 
     def _file(self, item: Item) -> ScannedFile:

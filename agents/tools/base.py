@@ -57,6 +57,9 @@ class ToolOutcome:
     mutations: list[MutationRecord] = field(default_factory=list)
     is_error: bool = False
     notices: list[str] = field(default_factory=list)  # for the user (run_complete.errors)
+    # Changes a background run made to a record the user owns (created or approved):
+    # {table, id, field, before, after}, listed in run_complete so the app can undo them.
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

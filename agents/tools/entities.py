@@ -8,6 +8,11 @@ Rules:
 - Values are checked against the storage contract before anything is sent
   (``protocol.storage.check_insert``/``check_updates``); a referenced project or task
   that does not exist is an error (checked with ``get`` before a create: no orphans).
+- Background runs never overwrite what the user made or approved (``user_owned``):
+  such a task moves only in status, priority, due date and assignees (a timeline in
+  its date, a project in status and AI summary); a note's content gets an appended,
+  dated section; titles and descriptions stay. Every such change is returned in
+  ``ToolOutcome.changes`` (``{table, id, field, before, after}``) for run_complete.
 - Background runs (``ToolContext.background``): an insert first looks for the same
   item (same title or name in the same project, among *all* rows) and updates it
   instead of duplicating it; inserts always carry ``isAiSuggested: 1, isApproved: 0``
@@ -133,6 +138,13 @@ async def _update_existing(
     changes = {k: v for k, v in values.items() if k not in skip and row.get(k) != v}
     if not changes:
         return ToolOutcome(f"already recorded, unchanged: {render_row(table, row, ctx.tz)}")
+    if ctx.background and user_owned(row):
+        try:
+            return await _update_user_owned(ctx, table, row, changes)
+        except ToolError:
+            return ToolOutcome(
+                f"already recorded by the user, left as it is: {render_row(table, row, ctx.tz)}"
+            )
     updated = await ctx.store.update(table, str(row["id"]), changes)
     return ToolOutcome(
         f"already recorded; updated {render_row(table, updated, ctx.tz)}",
@@ -170,9 +182,81 @@ async def _update(ctx: ToolContext, table: str, row_id: str, data: dict[str, Any
         updates = check_updates(table, _columns(data))
     except StorageError as exc:
         raise ToolError(exc.message) from None
+    if ctx.background:
+        row = await ctx.store.get(table, row_id)
+        if row is None:
+            raise ToolError(f"not_found: no {noun(table)} {row_id}")
+        if user_owned(row):
+            return await _update_user_owned(ctx, table, row, updates)
     row = await ctx.store.update(table, row_id, updates)
     return ToolOutcome(
         f"updated {render_row(table, row, ctx.tz)}", [MutationRecord("update", table, row)]
+    )
+
+
+# Background runs change a record the user created or approved only in these columns
+# (and by comments); a note's content grows by an appended, dated section instead.
+_MOVABLE = {
+    "tasks": frozenset({"status", "priority", "dueDate", "assignee"}),
+    "timelines": frozenset({"date"}),
+    "projects": frozenset({"status", "aiSummary"}),
+    "notes": frozenset(),
+}
+
+
+def user_owned(row: Row) -> bool:
+    """A record the user made (not an AI suggestion) or approved."""
+    return row.get("isAiSuggested") in (0, False, None) or row.get("isApproved") in (1, True)
+
+
+def _appended(ctx: ToolContext, old: str, new: str) -> str | None:
+    """``old`` with ``new`` as a dated section below it; ``None`` when already there."""
+    if new.strip() in old:
+        return None
+    today = datetime.now(ctx.tz).date().isoformat()
+    return f"{old.rstrip()}\n\n## Added by the assistant on {today}\n\n{new.strip()}\n"
+
+
+async def _update_user_owned(
+    ctx: ToolContext, table: str, row: Row, updates: dict[str, Any]
+) -> ToolOutcome:
+    """A background change to a record the user owns: only what the rules allow, every
+    change listed; a refusal the model can act on otherwise."""
+    allowed = {k: v for k, v in updates.items() if k in _MOVABLE.get(table, frozenset())}
+    if table == "notes" and isinstance(updates.get("content"), str):
+        merged = _appended(ctx, str(row.get("content") or ""), updates["content"])
+        if merged is not None:
+            allowed["content"] = merged
+    allowed = {k: v for k, v in allowed.items() if row.get(k) != v}
+    refused = sorted(set(updates) - set(_MOVABLE.get(table, frozenset())) - {"content"})
+    if not allowed:
+        what = ", ".join(refused) or "nothing new"
+        raise ToolError(
+            f"this {noun(table)} belongs to the user: background runs do not change its "
+            f"{what}; add a comment (tasks) or leave it"
+        )
+    updated = await ctx.store.update(table, str(row["id"]), allowed)
+    changes = [
+        {"table": table, "id": str(row["id"]), "field": k, "before": row.get(k), "after": v}
+        for k, v in allowed.items()
+        if k != "content"
+    ]
+    if "content" in allowed:  # a note: only the appended section (undo = remove it)
+        section = allowed["content"][len(str(row.get("content") or "").rstrip()) :]
+        changes.append(
+            {
+                "table": table,
+                "id": str(row["id"]),
+                "field": "content",
+                "before": None,
+                "after": section.strip(),
+            }
+        )
+    note = f" (not changed, the user's: {', '.join(refused)})" if refused else ""
+    return ToolOutcome(
+        f"updated {render_row(table, updated, ctx.tz)}{note}",
+        [MutationRecord("update", table, updated)],
+        changes=changes,
     )
 
 

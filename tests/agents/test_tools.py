@@ -631,3 +631,69 @@ async def test_missing_file_is_an_error_for_the_model(store: SqliteBackedStore, 
         {"path": "no.txt"},
     )
     assert out.is_error and "does not exist" in out.text
+
+
+# --- records the user owns ------------------------------------------------------------
+
+
+async def test_a_background_run_cannot_rename_the_users_task_but_may_move_its_status(
+    store: SqliteBackedStore,
+) -> None:
+    mine = store.db.handle("insert", "tasks", data={"title": "Pay rent", "description": "by hand"})
+    task_id = mine["row"]["id"]
+    ctx = ToolContext(store, PARIS, background=True)
+    ts = background_toolset(["tasks"])
+    out = await call(ts, ctx, "update_task", {"task_id": task_id, "title": "X", "status": "done"})
+    assert not out.is_error, out.text
+    row = store.db.handle("get", "tasks", data={"id": task_id})["row"]
+    assert (row["title"], row["description"], row["status"]) == ("Pay rent", "by hand", "done")
+    assert out.changes == [
+        {"table": "tasks", "id": task_id, "field": "status", "before": "todo", "after": "done"}
+    ]
+    assert "not changed, the user's: title" in out.text
+    refused = await call(ts, ctx, "update_task", {"task_id": task_id, "title": "Y"})
+    assert refused.is_error and "belongs to the user" in refused.text
+    assert store.db.handle("get", "tasks", data={"id": task_id})["row"]["title"] == "Pay rent"
+
+
+async def test_a_background_run_appends_to_the_users_note_instead_of_replacing_it(
+    store: SqliteBackedStore,
+) -> None:
+    note = store.db.handle("insert", "notes", data={"title": "Plan", "content": "Step one."})
+    note_id = note["row"]["id"]
+    ctx = ToolContext(store, PARIS, background=True)
+    out = await call(
+        background_toolset(["notes"]),
+        ctx,
+        "update_note",
+        {"note_id": note_id, "title": "Hacked", "content": "Step two."},
+    )
+    assert not out.is_error, out.text
+    row = store.db.handle("get", "notes", data={"id": note_id})["row"]
+    assert row["title"] == "Plan"
+    assert row["content"].startswith("Step one.") and row["content"].rstrip().endswith("Step two.")
+    assert "Added by the assistant on" in row["content"]
+    (change,) = out.changes
+    assert change["field"] == "content" and change["after"].endswith("Step two.")
+
+
+async def test_ai_suggestions_and_chat_are_not_restricted(store: SqliteBackedStore) -> None:
+    suggested = store.db.handle(
+        "insert", "tasks", data={"title": "Draft", "isAiSuggested": 1, "isApproved": 0}
+    )
+    ctx = ToolContext(store, PARIS, background=True)
+    ts = background_toolset(["tasks"])
+    out = await call(ts, ctx, "update_task", {"task_id": suggested["row"]["id"], "title": "Better"})
+    assert not out.is_error and out.changes == []
+    approved = store.db.handle(
+        "insert", "tasks", data={"title": "Kept", "isAiSuggested": 1, "isApproved": 1}
+    )
+    refused = await call(ts, ctx, "update_task", {"task_id": approved["row"]["id"], "title": "Z"})
+    assert refused.is_error
+    chat = await call(
+        chat_toolset(),
+        ToolContext(store, PARIS),
+        "update_task",
+        {"task_id": approved["row"]["id"], "title": "Z"},
+    )
+    assert not chat.is_error  # the user typed it

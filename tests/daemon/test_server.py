@@ -315,7 +315,7 @@ async def test_too_many_connections_without_hello_is_http_503(make_daemon: Daemo
     silent = [await open_ws(harness.url), await open_ws(harness.url)]
     try:
         server = harness.daemon.server
-        await wait_until(lambda: server._awaiting_hello == 2, "the server counts both")
+        await wait_until(lambda: len(server._awaiting_hello) == 2, "the server counts both")
         with pytest.raises(InvalidStatus) as info:
             await open_ws(harness.url)
         assert info.value.response.status_code == 503

@@ -458,6 +458,7 @@ export interface RunProgress {
 export interface RunComplete {
   agent_id: string;
   agent_name?: string | null;
+  changes?: RecordChange[] | null;
   errors?: string[];
   finished_at: string;
   items_created?: number;
@@ -473,6 +474,17 @@ export interface RunComplete {
   trigger: "schedule" | "manual" | "reconnect";
   type: "run_complete";
   usage?: Usage;
+}
+export interface RecordChange {
+  after?: {
+    [k: string]: unknown | undefined;
+  };
+  before?: {
+    [k: string]: unknown | undefined;
+  };
+  field: string;
+  id: string;
+  table: string;
 }
 export interface Usage {
   completion_tokens?: number;
