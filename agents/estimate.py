@@ -7,7 +7,8 @@ Rules:
   no LLM call). Unchanged items are not opened: an unchanged tree costs a scan.
 - Prompt tokens are the size of the prompts the pipeline would send, at 4
   characters a token (the usual English average): triage lines per batch, then per
-  chunk of each item the processing prompt plus the tool schemas. It assumes every
+  unit of work (small items packed together, a large one per chunk, as the pipeline
+  plans them) the processing prompt plus the tool schemas. It assumes every
   changed item is processed (items skipped at triage cost less) and one model call
   per chunk (a model that lists or reads first makes more).
 - Cost: input price x prompt tokens, plus output price x a short answer per call,
@@ -22,10 +23,10 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import ExtractError
-from .pipeline import process_messages
+from .pipeline import batch_messages, plan_units, process_messages
 from .prices import price_of
 from .run import RunContext
-from .source import Source
+from .source import Item, Source
 from .text import chunk_text, snippet
 from .tools import background_toolset
 from .triage import TriageItem, build_prompt
@@ -64,6 +65,8 @@ async def estimate_run(ctx: RunContext, source: Source, model: str | None) -> Es
     tools = json.dumps(background_toolset(ctx.agent.data_types, source.tools()).schemas())
     prompt_chars = 0
     triage_items: list[TriageItem] = []
+    readable: list[Item] = []
+    texts: dict[str, str] = {}
     for item in changes.items:
         try:
             text = await source.text(item)
@@ -72,12 +75,21 @@ async def estimate_run(ctx: RunContext, source: Source, model: str | None) -> Es
             est.notes.append(str(exc))
             continue
         est.chars += len(text)
+        texts[item.key] = text
+        readable.append(item)
         preview = snippet(text)
         line = {**source.triage_line(item, preview), "complete": False}
         triage_items.append(TriageItem(item.key, line, tuple(source.hints(item))))
-        parts = chunk_text(text, ctx.limits.chunk_chars)
+    limits = ctx.limits
+    for unit in plan_units(readable, texts, {}, limits.batch_chars, limits.batch_items):
+        if len(unit) > 1:
+            pairs = [(i, texts[i.key]) for i in unit]
+            prompt_chars += len(json.dumps(batch_messages(ctx, source, pairs, None))) + len(tools)
+            est.llm_calls += 1
+            continue
+        parts = chunk_text(texts[unit[0].key], limits.chunk_chars)
         for i, part in enumerate(parts, 1):
-            messages = process_messages(ctx, source, item, part, None, (i, len(parts)))
+            messages = process_messages(ctx, source, unit[0], part, None, (i, len(parts)))
             prompt_chars += len(json.dumps(messages)) + len(tools)
             est.llm_calls += 1
     batch = max(1, ctx.limits.triage_batch)

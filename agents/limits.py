@@ -47,6 +47,10 @@ class RunLimits:
     triage_batch: int = 40
     context_chars: int = DEFAULT_LIMITS.context_chars
     chunk_chars: int = 12_000
+    # Small items of one project go to the model together (one call instead of one
+    # each): up to batch_items of them while their texts fit batch_chars.
+    batch_chars: int = 12_000
+    batch_items: int = 8
     budget: Budget = field(default_factory=lambda: Budget())
 
 

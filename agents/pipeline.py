@@ -26,8 +26,10 @@ the run (the model is down; the rest waits for the next run).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,8 +46,8 @@ __all__ = ["process_messages", "run_pipeline"]
 
 log = logging.getLogger("tether.agents.pipeline")
 
-SYSTEM = """You keep a freelancer's work organised. From one {noun} of the user's, you \
-create or update records in their app: {allowed}. Rules:
+SYSTEM = """You keep a freelancer's work organised. From the user's {noun}s below (one or \
+several), you create or update records in their app: {allowed}. Rules:
 - Update first: the project's existing records are listed with the {noun}; update or \
 comment on a matching record instead of creating a duplicate (list tools only if you need more).
 - Create projects only for clearly significant work that matches no existing project.
@@ -64,6 +66,32 @@ The user's own instructions for this agent (follow them unless they conflict wit
 </user_instructions>"""
 
 
+def _system(ctx: RunContext, noun: str) -> str:
+    agent = ctx.agent
+    system = SYSTEM.format(
+        noun=noun,
+        allowed=", ".join(agent.data_types),
+        today=datetime.now(ctx.tz).date().isoformat(),
+    )
+    if agent.prompt_template.strip():
+        system += USER_SECTION.format(template=agent.prompt_template.strip())
+    return system
+
+
+def _where(noun: str, project: Mapping[str, Any] | None, count: int) -> str:
+    these = f"This {noun} belongs" if count == 1 else f"These {count} {noun}s belong"
+    if project is not None:
+        return f"{these} to project {project.get('name')!r} (project_id {project['id']})."
+    return f"{these} to no particular project (standalone)."
+
+
+def _block(source: Source, item: Item, text: str, part: tuple[int, int]) -> str:
+    lines = [f"{label}: {value}" for label, value in source.header(item)]
+    if part[1] > 1 and lines:
+        lines[0] += f" (part {part[0]} of {part[1]})"
+    return "\n".join(lines) + f"\n\n<untrusted_content>\n{text}\n</untrusted_content>"
+
+
 def process_messages(
     ctx: RunContext,
     source: Source,
@@ -75,30 +103,62 @@ def process_messages(
 ) -> list[Message]:
     """The prompt for one item (or one chunk of it); ``existing`` lists the project's
     records (so the model updates instead of listing first)."""
-    agent = ctx.agent
-    noun = source.noun
-    system = SYSTEM.format(
-        noun=noun,
-        allowed=", ".join(agent.data_types),
-        today=datetime.now(ctx.tz).date().isoformat(),
-    )
-    if agent.prompt_template.strip():
-        system += USER_SECTION.format(template=agent.prompt_template.strip())
-    if project is not None:
-        where = (
-            f"This {noun} belongs to project {project.get('name')!r} (project_id {project['id']})."
-        )
-    else:
-        where = f"This {noun} belongs to no particular project (standalone)."
-    lines = [f"{label}: {value}" for label, value in source.header(item)]
-    if part[1] > 1 and lines:
-        lines[0] += f" (part {part[0]} of {part[1]})"
-    user = (
-        f"{where}\n{existing}"
-        + "\n".join(lines)
-        + f"\n\n<untrusted_content>\n{text}\n</untrusted_content>"
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    user = f"{_where(source.noun, project, 1)}\n{existing}" + _block(source, item, text, part)
+    return [
+        {"role": "system", "content": _system(ctx, source.noun)},
+        {"role": "user", "content": user},
+    ]
+
+
+def batch_messages(
+    ctx: RunContext,
+    source: Source,
+    batch: Sequence[tuple[Item, str]],
+    project: Mapping[str, Any] | None,
+    existing: str = "",
+) -> list[Message]:
+    """The prompt for several small items of one project, each in its own block."""
+    blocks = "\n\n".join(_block(source, item, text, (1, 1)) for item, text in batch)
+    user = f"{_where(source.noun, project, len(batch))}\n{existing}" + blocks
+    return [
+        {"role": "system", "content": _system(ctx, source.noun)},
+        {"role": "user", "content": user},
+    ]
+
+
+def plan_units(
+    items: Sequence[Item],
+    texts: Mapping[str, str],
+    group_of: Mapping[str, str],
+    batch_chars: int,
+    batch_items: int,
+) -> list[list[Item]]:
+    """Work units in processing order: items of one group, packed while their texts
+    fit ``batch_chars`` (at most ``batch_items``); an item larger than that is a unit
+    of its own (and is chunked). Deterministic for the same items and groups, so a
+    re-run after a crash forms the same units and sends the same idempotency keys."""
+    ordered = sorted(items, key=lambda i: (group_of.get(i.key, STANDALONE), i.key))
+    units: list[list[Item]] = []
+    current: list[Item] = []
+    size = 0
+    group: str | None = None
+    for item in ordered:
+        n = len(texts[item.key])
+        item_group = group_of.get(item.key, STANDALONE)
+        if current and (
+            item_group != group or size + n > batch_chars or len(current) >= batch_items
+        ):
+            units.append(current)
+            current, size = [], 0
+        if n > batch_chars:
+            units.append([item])
+            continue
+        current.append(item)
+        size += n
+        group = item_group
+    if current:
+        units.append(current)
+    return units
 
 
 MAX_ATTEMPTS = 3  # runs an item may fail before it is given up (and reported)
@@ -297,22 +357,25 @@ async def _triage_and_process(
         await source.done(item)
         tally.processed += 1
     tally.detail["skipped_at_triage"] = len(skipped)
-    ordered = sorted(
-        (i for i in items if assignment.get(i.key) != SKIP),
-        key=lambda i: (assignment.get(i.key, STANDALONE), i.key),
+    units = plan_units(
+        [i for i in items if assignment.get(i.key) != SKIP],
+        texts,
+        assignment,
+        ctx.limits.batch_chars,
+        ctx.limits.batch_items,
     )
+    total = sum(len(u) for u in units)
+    done = 0
     llm_failures_in_a_row = 0
-    for n, item in enumerate(ordered):
+    for unit in units:
         if ctx.cancel.is_set():
             raise RunCancelled("cancelled")
-        if not _budget_left(ctx, source, tally, len(ordered) - n):
+        if not _budget_left(ctx, source, tally, total - done):
             break
-        await ctx.progress("process", n, len(ordered), source.label(item))
-        project = by_id.get(assignment.get(item.key, STANDALONE))
+        await ctx.progress("process", done, total, source.label(unit[0]))
+        project = by_id.get(assignment.get(unit[0].key, STANDALONE))
         try:
-            problem = await _process(
-                ctx, source, item, texts[item.key], project, toolset, limits, tally
-            )
+            problem = await _process(ctx, source, unit, texts, project, toolset, limits, tally)
         except (LLMError, StoreError) as exc:
             if isinstance(exc, DeviceOffline):
                 raise
@@ -320,51 +383,64 @@ async def _triage_and_process(
             llm_failures_in_a_row = llm_failures_in_a_row + 1 if isinstance(exc, LLMError) else 0
         else:
             llm_failures_in_a_row = 0
-        if problem is None:
-            await source.done(item)
-            tally.processed += 1
-        else:
-            await _failed(ctx, source, item, problem, tally)
+        for item in unit:
+            if problem is None:
+                await source.done(item)
+                tally.processed += 1
+            else:
+                await _failed(ctx, source, item, problem, tally)
+        done += len(unit)
         if llm_failures_in_a_row >= 3:
-            left = len(ordered) - n - 1
+            left = total - done
             tally.errors.append(
-                f"the model failed 3 {source.noun}s in a row; stopping "
+                f"the model failed 3 times in a row; stopping "
                 f"({left} {source.noun}s left for the next run)"
             )
             break
-    await ctx.progress("process", len(ordered), len(ordered), None)
+    await ctx.progress("process", total, total, None)
 
 
 async def _process(
     ctx: RunContext,
     source: Source,
-    item: Item,
-    text: str,
+    unit: Sequence[Item],
+    texts: Mapping[str, str],
     project: Mapping[str, Any] | None,
     toolset: Toolset,
     limits: LoopLimits,
     tally: _Tally,
 ) -> str | None:
-    """Run the loop over each chunk of ``item``; what went wrong, or ``None``."""
+    """Run the loop over a unit (several small items at once, or each chunk of one
+    item); what went wrong, or ``None``. A unit's writes are confirmed or failed as a
+    whole: its items are recorded, or retried, together."""
+    if len(unit) == 1:
+        item = unit[0]
+        scope = f"{ctx.agent.id}:{item.fingerprint}"
+        parts = chunk_text(texts[item.key], ctx.limits.chunk_chars)
+        prompts: list[Callable[[str], list[Message]]] = [
+            functools.partial(process_messages, ctx, source, item, part, project, (i, len(parts)))
+            for i, part in enumerate(parts, 1)
+        ]
+    else:
+        # one key space for the unit: the same items re-run form the same unit
+        joined = ",".join(sorted(i.fingerprint for i in unit))
+        scope = f"{ctx.agent.id}:batch:{hashlib.sha256(joined.encode()).hexdigest()}"
+        batch = [(i, texts[i.key]) for i in unit]
+        prompts = [functools.partial(batch_messages, ctx, source, batch, project)]
     tool_ctx = ToolContext(
-        store=ctx.store,
-        tz=ctx.tz,
-        background=True,
-        idempotency_scope=f"{ctx.agent.id}:{item.fingerprint}",
-        run_id=ctx.run_id,
+        store=ctx.store, tz=ctx.tz, background=True, idempotency_scope=scope, run_id=ctx.run_id
     )
-    parts = chunk_text(text, ctx.limits.chunk_chars)
     failed: list[str] = []
-    for i, part in enumerate(parts, 1):
-        existing = await _existing(ctx, project)
-        messages = process_messages(ctx, source, item, part, project, (i, len(parts)), existing)
+    where = unit[0].key if len(unit) == 1 else ", ".join(i.key for i in unit)
+    for build in prompts:
+        messages = build(await _existing(ctx, project))
         loop = await run_loop(
             ctx.llm, messages, toolset, tool_ctx, limits=limits, cancel=ctx.cancel
         )
         tally.count(loop)
         for notice in loop.notices:
             tally.notices += 1
-            tally.errors.append(f"{item.key}: {notice}")
+            tally.errors.append(f"{where}: {notice}")
         failed.extend(loop.failed_writes)
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""

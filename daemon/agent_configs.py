@@ -13,6 +13,14 @@ Rules (agents.md "Agent configuration"):
 - The client's set is cached so the CLI can list and trigger agents while the app
   is closed. On an id present in both sources, the latest write wins.
 - Listeners (the scheduler) are told which ids changed after every accepted change.
+- Rejected agents are kept with their reasons (:meth:`AgentRegistry.rejected`: the
+  last ``agents.toml`` load and the last client batch) so ``status`` can show them.
+- Reloading ``agents.toml`` never loses agents: a file that cannot be read or
+  parsed keeps the agents of the last good load and is reported as one rejected
+  entry (id ``None``) with the reason.
+- The client's agents are first normalized by ``daemon.app_compat`` (the shipping
+  app's rows: unknown keys ignored and named, ``provider`` for ``kind``, the app's
+  ``last_run_at`` kept); ``agents.toml`` is not.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import logging
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,7 @@ from protocol.agent_config import AgentConfig, agent_config_adapter
 from protocol.frames import AgentsResult, RejectedAgent
 from scheduler.cron import cron_error
 
+from .app_compat import normalize_client_agents, record_app_runs
 from .errors import ConfigError
 from .kinds import agent_problems
 from .state import StateStore
@@ -112,11 +122,20 @@ def _dump(config: AgentConfig) -> dict[str, Any]:
 class AgentRegistry:
     """Validated agent configurations, cached in the state store."""
 
-    def __init__(self, state: StateStore, *, protected: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        protected: Sequence[str] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.state = state
         self.protected = tuple(protected)
+        self.clock = clock
         self._agents: dict[str, AgentConfig] = {}
         self._listeners: list[Callable[[set[str]], None]] = []
+        self._rejected_file: list[RejectedAgent] = []
+        self._rejected_client: list[RejectedAgent] = []
         for raw in state.agents():
             config, errors = validate_agent(raw)
             if config is None:
@@ -133,21 +152,39 @@ class AgentRegistry:
     def get(self, agent_id: str) -> AgentConfig | None:
         return self._agents.get(agent_id)
 
+    def rejected(self) -> list[RejectedAgent]:
+        """The agents rejected by the last ``agents.toml`` load and the last client batch."""
+        return [*self._rejected_file, *self._rejected_client]
+
     def load_file(self, path: Path) -> list[RejectedAgent]:
-        """Take the agents of ``agents.toml`` (replacing earlier file agents)."""
-        accepted, rejected = load_agents_toml(path, protected=self.protected)
+        """Take the agents of ``agents.toml`` (replacing earlier file agents).
+
+        A file that cannot be read or parsed changes nothing but the rejected list.
+        """
+        try:
+            accepted, rejected = load_agents_toml(path, protected=self.protected)
+        except ConfigError as exc:
+            log.error("agents.toml not loaded, keeping the agents of the last good load: %s", exc)
+            self._rejected_file = [RejectedAgent(id=None, errors=[str(exc)])]
+            return list(self._rejected_file)
         for bad in rejected:
             log.warning("agents.toml: agent %s rejected: %s", bad.id, "; ".join(bad.errors))
+        self._rejected_file = rejected
         self._put(accepted, source="file", replace=True)
         return rejected
 
     def sync(self, raws: Sequence[Any], *, replace: bool) -> AgentsResult:
-        """Take the client's agents; answer which were accepted and rejected."""
-        accepted, rejected = validate_agents(raws, protected=self.protected)
+        """Take the client's agents; answer which were accepted, rejected, and which
+        of their keys were ignored."""
+        client = normalize_client_agents(raws)
+        accepted, rejected = validate_agents(client.raws, protected=self.protected)
+        self._rejected_client = rejected
+        ids = [a.id for a in accepted]
+        record_app_runs(self.state, client.last_run_at, ids, self.clock())
         self._put(accepted, source="client", replace=replace)
         for bad in rejected:
             log.warning("agent %s rejected: %s", bad.id, "; ".join(bad.errors))
-        return AgentsResult(accepted=[a.id for a in accepted], rejected=rejected)
+        return AgentsResult(accepted=ids, rejected=rejected, ignored_keys=client.ignored)
 
     def _put(self, configs: Iterable[AgentConfig], *, source: str, replace: bool) -> None:
         configs = list(configs)

@@ -32,6 +32,7 @@ from scheduler.service import NextFire, SchedulerService, cron_next_fire
 from . import __version__
 from .accounts import AccountBook, Accounts, cloud_settings
 from .agent_configs import AgentRegistry
+from .app_compat import effective_last_run_at
 from .chats import ChatRegistry
 from .config import Config
 from .errors import RunRefused
@@ -84,7 +85,7 @@ class Daemon:
         )
         self.llm = LLMFactory(config.llm, stored_key=partial(stored_api_key, self.secrets))
         protected = paths.protected()
-        self.registry = AgentRegistry(state, protected=protected)
+        self.registry = AgentRegistry(state, protected=protected, clock=clock)
         self.handlers = FrameHandlers(self)
         self.server = Server(config, token, self.handlers, version=__version__, pid=pid)
         self.events = EventLog(state, self.server, retention=config.event_retention)
@@ -110,7 +111,7 @@ class Daemon:
         )
         self.scheduler = SchedulerService(
             agents=self.registry.all,
-            last_run_at=state.last_run_at,
+            last_run_at=effective_last_run_at(state),
             is_online=lambda agent: self.runs.device_for(agent) is not None,
             start_run=self._scheduled_run,
             record_skipped=self.runs.record_skipped,
@@ -129,7 +130,12 @@ class Daemon:
         """Recover the journal, load agents.toml, listen, schedule. Returns the port."""
         now = self.clock()
         for run in self.state.close_orphaned_runs("daemon stopped during the run", now):
-            log.warning("run %s of %s was still running at the last stop", run.run_id, run.agent_id)
+            log.warning(
+                "run %s of %s was still running at the last stop",
+                run.run_id,
+                run.agent_id,
+                extra={"run_id": run.run_id, "agent_id": run.agent_id},
+            )
             await self.events.run_complete(
                 run_id=run.run_id,
                 agent_id=run.agent_id,

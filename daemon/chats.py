@@ -7,8 +7,9 @@ Rules:
   of one still running is refused (``bad_frame``).
 - The chat runs against the requesting device session, or, for a control session,
   the connected desktop app. With no app connected the answer is still a whole
-  stream: ``stream_start`` then ``stream_end`` with the error (the app's chat view
-  opens on ``stream_start``).
+  stream: ``stream_start`` (after ``floating_domain``, from the scope, for a
+  floating request) then ``stream_end`` with the error (the app's chat view opens
+  on ``stream_start``).
 - :meth:`ChatRegistry.cancel` sets the chat's cancel event (``agents.chat`` lets
   writes already sent finish); a session that closes takes its chats with it, and
   :meth:`ChatRegistry.close` ends every chat at shutdown.
@@ -20,9 +21,9 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-from agents.chat import ChatService
+from agents.chat import ChatService, scope_domain
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FloatingRequest, HomeRequest, StreamEnd, StreamStart
+from protocol.frames import FloatingDomain, FloatingRequest, HomeRequest, StreamEnd, StreamStart
 
 from .session import DeviceSession, Session
 
@@ -56,6 +57,9 @@ class ChatRegistry:
         async def run() -> None:
             try:
                 if device is None or device.closed:
+                    if isinstance(frame, FloatingRequest):
+                        domain = scope_domain(frame)
+                        await session.send(FloatingDomain(request_id=request_id, domain=domain))
                     await session.send(StreamStart(request_id=request_id))
                     await session.send(StreamEnd(request_id=request_id, error=NO_APP))
                     return

@@ -16,6 +16,13 @@ Rules (protocol.md):
 - A device hello with agents replaces the agent list; every hello with
   ``last_event_seq`` gets the events after it; a device coming online starts the
   scheduler's catch-up.
+- The shipping app's hello (no ``protocol``, ``agent_ids``): protocol 1, logged
+  once per device as a legacy client; ``agent_ids`` is recorded on the session and
+  shown in ``status.device_details`` with the ids the daemon has no configuration
+  for (the app holds agents it never synced: they cannot run). It is not a
+  configuration: nothing is added or removed because of it.
+- ``last_run_at`` in ``status`` is the newer of the journal's and the app's
+  (``daemon.app_compat``), the same one the scheduler uses.
 - The handlers own no state: they read the parts the composition root made
   (:class:`Parts`, which ``daemon.app.Daemon`` is).
 """
@@ -23,6 +30,7 @@ Rules (protocol.md):
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -39,6 +47,7 @@ from protocol.frames import (
     CredentialsPut,
     DaemonInfo,
     DeviceHello,
+    DeviceStatus,
     EstimateRequest,
     EstimateResult,
     FloatingRequest,
@@ -53,6 +62,7 @@ from scheduler.service import SchedulerService
 from . import __version__
 from .accounts import Accounts, AccountState
 from .agent_configs import AgentRegistry
+from .app_compat import effective_last_run_at
 from .chats import ChatRegistry
 from .errors import RunRefused
 from .estimates import Estimator
@@ -64,6 +74,8 @@ from .session import DeviceSession, Session
 from .state import StateStore
 
 __all__ = ["FrameHandlers", "Parts"]
+
+log = logging.getLogger("tether.server")
 
 
 class Parts(Protocol):
@@ -86,11 +98,23 @@ class FrameHandlers:
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+        self._legacy_logged: set[str] = set()
 
     async def on_hello(
         self, session: Session, hello: DeviceHello | ControlHello
     ) -> AgentsResult | None:
-        if isinstance(hello, DeviceHello) and hello.agents is not None:
+        if not isinstance(hello, DeviceHello):
+            return None
+        if isinstance(session, DeviceSession):
+            session.agent_ids = hello.agent_ids
+            session.legacy = "protocol" not in hello.model_fields_set
+            if session.legacy and hello.device_id not in self._legacy_logged:
+                self._legacy_logged.add(hello.device_id)
+                log.info(
+                    "device %s is a legacy client (hello without 'protocol'): protocol 1",
+                    hello.device_id,
+                )
+        if hello.agents is not None:
             return self.parts.registry.sync(hello.agents, replace=True)
         return None
 
@@ -115,7 +139,14 @@ class FrameHandlers:
             await session.send(self.status(frame.id))
         elif isinstance(frame, AgentsSync):
             result = parts.registry.sync(frame.agents, replace=frame.replace)
-            await session.send(Ack(id=frame.id, accepted=result.accepted, rejected=result.rejected))
+            await session.send(
+                Ack(
+                    id=frame.id,
+                    accepted=result.accepted,
+                    rejected=result.rejected,
+                    ignored_keys=result.ignored_keys,
+                )
+            )
         elif isinstance(frame, Trigger):
             run = parts.runs.start(frame.agent_id, "manual", run_context=frame.run_context)
             await session.send(Ack(id=frame.id, run_id=run.run_id))
@@ -154,9 +185,10 @@ class FrameHandlers:
         """The ``status`` frame: every agent's schedule and last run, active runs, devices."""
         parts = self.parts
         agents = []
+        effective = effective_last_run_at(parts.state)
         for agent in parts.registry.all():
             last = parts.state.last_finished(agent.id, include_skipped=True)
-            last_run_at = parts.state.last_run_at(agent.id)
+            last_run_at = effective(agent.id)
             next_run = parts.scheduler.next_run_at(agent.id)
             agents.append(
                 AgentStatus(
@@ -178,8 +210,20 @@ class FrameHandlers:
             active_runs=[r.summary() for r in parts.runs.active()],
             device_online=bool(server.devices),
             devices=sorted(server.devices),
+            device_details=[self._device_status(server.devices[d]) for d in sorted(server.devices)],
             daemon=DaemonInfo(version=__version__, pid=server.pid, port=server.port),
+            rejected_agents=parts.registry.rejected(),
             accounts=[account_info(a, time.time()) for a in parts.accounts.list()],
+        )
+
+    def _device_status(self, session: DeviceSession) -> DeviceStatus:
+        known = self.parts.registry.get
+        unknown = [i for i in session.agent_ids or [] if known(i) is None]
+        return DeviceStatus(
+            device_id=session.device_id,
+            agent_ids=session.agent_ids,
+            unknown_agent_ids=unknown,
+            legacy=session.legacy,
         )
 
 

@@ -260,7 +260,13 @@ class RunManager:
         self._by_agent[agent_id] = run
         self._by_run[run.run_id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run-{agent_id}")
-        log.info("run %s of %s accepted (%s)", run.run_id, agent_id, trigger)
+        log.info(
+            "run %s of %s accepted (%s)",
+            run.run_id,
+            agent_id,
+            trigger,
+            extra={"run_id": run.run_id, "agent_id": agent_id},
+        )
         return run
 
     async def record_skipped(self, agent: AgentConfig, trigger: str, reason: str) -> None:
@@ -279,7 +285,12 @@ class RunManager:
             errors=[reason],
             **({"run_context": agent.run_context} if agent.run_context else {}),
         )
-        log.info("run of %s skipped: %s", agent.id, reason)
+        log.info(
+            "run of %s skipped: %s",
+            agent.id,
+            reason,
+            extra={"run_id": run_id, "agent_id": agent.id},
+        )
 
     # --- cancelling ------------------------------------------------------------------
 
@@ -288,7 +299,11 @@ class RunManager:
         run = self._by_run.get(target) or self._by_agent.get(target)
         if run is None:
             return False
-        log.info("run %s: cancel requested", run.run_id)
+        log.info(
+            "run %s: cancel requested",
+            run.run_id,
+            extra={"run_id": run.run_id, "agent_id": run.agent.id},
+        )
         run.cancel.set()
         return True
 

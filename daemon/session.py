@@ -100,6 +100,9 @@ class DeviceSession(Session):
         super().__init__(session_id, send_text)
         self.device_id = device_id
         self.capabilities = capabilities or Capabilities()
+        # From the hello (daemon.handlers): the app's agent ids, and no ``protocol`` sent.
+        self.agent_ids: list[str] | None = None
+        self.legacy = False
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(max_in_flight)
         # call id -> (future, deadline, wait in s, the call's fields for messages)

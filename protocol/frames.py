@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -35,6 +35,7 @@ __all__ = [
     "CredentialsPut",
     "DaemonInfo",
     "DeviceHello",
+    "DeviceStatus",
     "Error",
     "ErrorBody",
     "EstimateRequest",
@@ -44,6 +45,7 @@ __all__ = [
     "Frame",
     "HelloAck",
     "HomeRequest",
+    "IgnoredKeys",
     "Mutation",
     "Ping",
     "Pong",
@@ -135,9 +137,18 @@ class RejectedAgent(_Model):
     errors: list[str]
 
 
+class IgnoredKeys(_Model):
+    """Keys of a client's agent that the daemon did not use (the app's own bookkeeping
+    such as ``user_id``, or ``oauth_token_encrypted``, which is dropped unread)."""
+
+    id: str | None
+    keys: list[str]
+
+
 class AgentsResult(_Model):
     accepted: list[str] = Field(default_factory=list)
     rejected: list[RejectedAgent] = Field(default_factory=list)
+    ignored_keys: list[IgnoredKeys] = Field(default_factory=list)
 
 
 class ErrorBody(_Model):
@@ -153,14 +164,21 @@ class Usage(_Model):
 
 
 class Mutation(_Model):
+    """One write of a chat request. ``data``: the row for an insert, ``{id, updates,
+    row}`` for an update (the app's shape plus the row), ``{id}`` for a delete."""
+
     action: Literal["insert", "update", "delete"]
     table: str
     data: dict[str, Any]
 
 
 class ChatMessage(_Model):
-    role: Literal["user", "assistant"]
-    content: str
+    """One turn of ``conversation_history``. The app also keeps turns of other roles
+    (e.g. ``system``) and turns without content: the daemon accepts both and passes
+    only ``user`` and ``assistant`` turns to the model, ``null`` content as empty."""
+
+    role: str = Field(max_length=50)
+    content: str | None = None
 
 
 class Scope(_Model):
@@ -194,10 +212,24 @@ class RunSummary(_Model):
 
 
 class DeviceHello(_Frame):
+    """The desktop app's hello. Without ``protocol`` (the app as it ships) it is
+    protocol 1; ``agent_ids`` (the ids of the agents the app holds) is recorded on
+    the session and shown in ``status``."""
+
     type: Literal["device_hello"] = "device_hello"
-    protocol: int | list[int]
+    protocol: int | list[int] = PROTOCOL_VERSION
     token: str | None = None
     device_id: str = Field(min_length=1, max_length=200)
+    agent_ids: list[str] | None = None
+
+    @field_validator("agent_ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        # Informational: a numeric id (an app's integer key) must not fail the hello.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
     client: ClientInfo | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
     agents: list[dict[str, Any]] | None = None
@@ -293,10 +325,14 @@ class StatusRequest(_Frame):
 
 
 class HomeRequest(_Frame):
+    """``context``: whatever the app attaches (any JSON value; the app sends an object
+    or text); it reaches the model as a marked section of the prompt."""
+
     type: Literal["home_request"] = "home_request"
     request_id: str | None = None
     message: str = Field(min_length=1)
     conversation_history: list[ChatMessage] | None = None
+    context: Any = None
 
 
 class FloatingRequest(_Frame):
@@ -304,6 +340,8 @@ class FloatingRequest(_Frame):
     request_id: str | None = None
     message: str = Field(min_length=1)
     scope: Scope
+    conversation_history: list[ChatMessage] | None = None
+    context: Any = None
 
 
 class EstimateRequest(_Frame):
@@ -341,6 +379,26 @@ class Ack(_Frame):
     run_id: str | None = None
     accepted: list[str] | None = None
     rejected: list[RejectedAgent] | None = None
+    ignored_keys: list[IgnoredKeys] | None = None
+
+
+class DeviceStatus(_Model):
+    """A connected device; ``agent_ids`` as its hello announced them (None: not sent)
+    and ``unknown_agent_ids``, those of them the daemon holds no configuration for."""
+
+    device_id: str
+    agent_ids: list[str] | None = None
+
+    @field_validator("agent_ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        # Informational: a numeric id (an app's integer key) must not fail the hello.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    unknown_agent_ids: list[str] = Field(default_factory=list)
+    legacy: bool = False
 
 
 class Status(_Frame):
@@ -350,7 +408,9 @@ class Status(_Frame):
     active_runs: list[RunSummary]
     device_online: bool
     devices: list[str] = Field(default_factory=list)
+    device_details: list[DeviceStatus] = Field(default_factory=list)
     daemon: DaemonInfo | None = None
+    rejected_agents: list[RejectedAgent] = Field(default_factory=list)
     accounts: list[AccountInfo] = Field(default_factory=list)
 
 

@@ -7,8 +7,9 @@ Rules (agents.md "Cloud connectors"):
   account and message id) are dropped before anything else is fetched, so a re-run,
   a resync or a restart after a crash fetches no body already processed. Headers
   then (Gmail), and the bodies of the rest only, at most 4 requests in flight.
-- A run fetches at most as many bodies as its budget has LLM calls
-  (``max_llm_calls``; each message costs at least one), oldest first: the rest
+- A run fetches at most as many bodies as its budget's LLM calls can process
+  (``max_llm_calls`` x ``batch_items``: one call takes at most that many), oldest
+  first: the rest
   waits for the next run (a notice says how many), so a first run the budget splits
   does not fetch bodies it cannot process. (An estimate's source,
   ``cap_to_budget=False``, lists them all: the estimate says how many runs.)
@@ -158,7 +159,9 @@ class MessageSource:
             refs.setdefault(ref.id, ref)
         done = books.processed_ids(self.kind, self.account, list(refs)) if refs else set()
         todo = [r for r in refs.values() if r.id not in done]
-        cap = self.ctx.limits.budget.max_llm_calls if self.cap_to_budget else None
+        limits = self.ctx.limits
+        calls = limits.budget.max_llm_calls if self.cap_to_budget else None
+        cap = calls * max(1, limits.batch_items) if calls is not None else None
         later = todo[cap:] if cap is not None else []
         todo = todo[: len(todo) - len(later)]
         self.deferred = len(later)
@@ -183,7 +186,7 @@ class MessageSource:
         notices = (
             [
                 f"{self.deferred} more new {self.noun}s wait for the next run "
-                f"(this run's budget allows {cap} LLM calls)"
+                f"(this run's budget of {calls} LLM calls processes at most {cap})"
             ]
             if self.deferred
             else []

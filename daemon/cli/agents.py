@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .common import load
+from .common import control_client, load
+
+if TYPE_CHECKING:
+    from daemon.paths import Paths
+    from protocol.frames import RejectedAgent, Status
 
 
 def add_parser(sub: Any) -> None:
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                 return 0
         print(f"no agent {args.agent_id!r}")
         return 1
-    if not agents:
+    rejected = _rejected()
+    if not agents and not rejected:
         print("no agents yet: the desktop app sends them, or write agents.toml")
     for raw in agents:
         config, errors = validate_agent(raw)
@@ -68,4 +74,36 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{config.id:<20} {config.kind:<16} {state:<8} {config.schedule_cron!r:<16} {config.name}"
         )
+    for bad in rejected:
+        print(f"{bad.id or '(no id)'!s:<20} REJECTED: {'; '.join(bad.errors)}")
     return 0
+
+
+def _rejected() -> list[RejectedAgent]:
+    """The running daemon's rejected agents; without one, those of agents.toml."""
+    from daemon.agent_configs import load_agents_toml
+    from daemon.errors import ConfigError, DaemonError
+    from daemon.runtime import read_runtime
+    from protocol.frames import RejectedAgent
+
+    paths, _ = load()
+    if read_runtime(paths) is not None:
+        try:
+            status = asyncio.run(_status(paths))
+        except DaemonError:
+            pass
+        else:
+            return list(status.rejected_agents)
+    try:
+        return load_agents_toml(paths.agents_toml, protected=paths.protected())[1]
+    except ConfigError as exc:
+        return [RejectedAgent(id=None, errors=[str(exc)])]
+
+
+async def _status(paths: Paths) -> Status:
+    client = await control_client(paths)
+    try:
+        status: Status = await client.status()
+        return status
+    finally:
+        await client.close()

@@ -13,13 +13,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.config import Config, Settings, token_from_env
+from daemon.config import Config, Settings, paths_from_env, token_from_env
 from daemon.config import load_settings as _load_settings
 from daemon.errors import DaemonError, NotRunning
 from daemon.paths import Paths
 from daemon.runtime import read_runtime
 
-__all__ = ["control_client", "load", "load_settings"]
+__all__ = ["control_client", "env_token", "load", "load_paths", "load_settings"]
 
 
 def _environment() -> Mapping[str, str]:
@@ -37,6 +37,21 @@ def _read_token(paths: Paths) -> str | None:
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Paths, config (flags in ``overrides``) and the ``TETHER_TOKEN`` override."""
     return _load_settings(_environment(), overrides=overrides)
+
+
+def load_paths() -> Paths:
+    """The paths alone (``TETHER_HOME`` or platformdirs), for verbs that need no config."""
+    return paths_from_env(_environment())
+
+
+def env_token() -> str | None:
+    """``TETHER_TOKEN``, or None (then the token file)."""
+    return token_from_env(_environment())
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for what is not a ``TETHER_*`` setting (``XDG_*``)."""
+    return _environment()
 
 
 def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:

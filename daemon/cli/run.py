@@ -1,10 +1,25 @@
-"""``daemon run``: the daemon in the foreground (what autostart and the app launch)."""
+"""``daemon run``: the daemon in the foreground (what autostart and the app launch).
+
+Rules:
+
+- Once listening it says where it is: one line on stderr (address, config dir, log
+  file, token file) unless ``--quiet`` or ``--ready-json`` (the app reads the JSON
+  line on stdout instead).
+- A port another program holds is a one-line error naming the port and the fix.
+- SIGHUP reloads ``config.toml`` (host and port stay until the next start) and
+  ``agents.toml``; ``agents.toml`` is also reloaded when its stat changes (polled
+  every few seconds). A bad file never stops the daemon: the error goes to the log
+  and to ``status`` (rejected agents), the running settings stay.
+- ``--parent-pid P``: exit (cleanly, removing the runtime file) within a second of
+  P's death, also while P is an unreaped zombie (we are reparented at once).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -14,6 +29,7 @@ from typing import Any
 
 from daemon import __version__
 from daemon.config import Settings
+from daemon.errors import ConfigError, DaemonError
 from daemon.logs import register_secret, setup_logging
 from daemon.pairing import read_or_create_token
 from daemon.paths import Paths
@@ -22,6 +38,9 @@ from daemon.runtime import InstanceLock, RuntimeInfo, pid_alive, remove_runtime,
 from .common import load_settings
 
 log = logging.getLogger("tether.cli")
+
+PARENT_POLL_S = 0.25
+AGENTS_POLL_S = 2.0
 
 
 def add_parser(sub: Any) -> None:
@@ -32,6 +51,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--parent-pid", type=int, metavar="PID", help="exit when this process dies")
     p.add_argument("--ready-json", action="store_true", help="print one JSON line once listening")
     p.add_argument("--log-stderr", action="store_true", help="also log to stderr")
+    p.add_argument("--quiet", action="store_true", help="do not print where it listens")
     p.set_defaults(handler=run)
 
 
@@ -52,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Redaction: pairing registers the token, load_config the configured API key.
         token = read_or_create_token(paths, settings.token)
-        return asyncio.run(_serve(args, settings, token))
+        return asyncio.run(_serve(args, settings, token, overrides))
     finally:
         lock.release()
 
 
-async def _serve(args: argparse.Namespace, settings: Settings, token: str) -> int:
+async def _serve(
+    args: argparse.Namespace, settings: Settings, token: str, overrides: dict[str, Any]
+) -> int:
     from daemon.app import Daemon
     from daemon.state import StateStore
     from protocol.frames import PROTOCOL_VERSION
@@ -72,9 +94,23 @@ async def _serve(args: argparse.Namespace, settings: Settings, token: str) -> in
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    reload = asyncio.Event()
+    if hasattr(signal, "SIGHUP"):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, reload.set)
     watchers: list[asyncio.Task[None]] = []
     try:
-        port = await daemon.start()
+        try:
+            port = await daemon.start()
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                taken = "is already in use" if exc.errno == errno.EADDRINUSE else "is not allowed"
+                raise DaemonError(
+                    f"port {config.port} on {config.host} {taken}; start with `daemon run "
+                    "--port 0` (any free port) or set `port = N` in "
+                    f"{paths.config_toml}"
+                ) from None
+            raise
         write_runtime(
             paths,
             RuntimeInfo.for_this_process(
@@ -86,7 +122,17 @@ async def _serve(args: argparse.Namespace, settings: Settings, token: str) -> in
             ready = {"event": "ready", "port": port, "pid": os.getpid(), "token_file": token_file}
             sys.stdout.write(json.dumps(ready) + "\n")
             sys.stdout.flush()
-        watchers = []
+        elif not args.quiet:
+            token_at = "from TETHER_TOKEN" if settings.token else str(paths.token_file)
+            print(
+                f"tether {__version__} listening on ws://{_netloc(config.host, port)}/ "
+                f"(pid {os.getpid()}); "
+                f"config {paths.config_dir}, log {paths.log_file}, token {token_at}; "
+                "Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+        watchers = [asyncio.create_task(_watch_config(paths, daemon, overrides, reload))]
         if settings.token is None:  # a TETHER_TOKEN cannot be rotated
             watchers.append(asyncio.create_task(_watch_token(paths, daemon, token)))
         if args.parent_pid:
@@ -103,8 +149,10 @@ async def _serve(args: argparse.Namespace, settings: Settings, token: str) -> in
 
 
 async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
-    while pid_alive(pid):  # noqa: ASYNC110 (no event to wait on for another pid)
-        await asyncio.sleep(1.0)
+    # A parent that dies reparents us at once, even while it waits as a zombie.
+    own_parent = os.getppid() == pid
+    while pid_alive(pid) and not (own_parent and os.getppid() != pid):  # noqa: ASYNC110
+        await asyncio.sleep(PARENT_POLL_S)
     log.info("parent process %d is gone; stopping", pid)
     stop.set()
 
@@ -123,3 +171,61 @@ async def _watch_token(paths: Paths, daemon: Any, token: str) -> None:
             register_secret(new)
             log.info("pairing token rotated; closing sessions paired with the old one")
             await daemon.server.rotate_token(new)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _stat(path: Any) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def reload_config(paths: Paths, daemon: Any, overrides: dict[str, Any]) -> None:
+    """Take a new ``config.toml`` (host and port stay) and ``agents.toml``."""
+    try:
+        new = load_settings(overrides).config
+    except ConfigError as exc:
+        log.error("config.toml not reloaded, keeping the running settings: %s", exc)
+    else:
+        old = daemon.config
+        fixed = {"host": old.host, "port": old.port, "allow_remote": old.allow_remote}
+        if any(getattr(new, key) != value for key, value in fixed.items()):
+            log.warning("host and port changes take effect at the next start")
+        new = new.model_copy(update=fixed)
+        daemon.config = daemon.server.config = daemon.runs.config = new
+        daemon.llm.config = new.llm
+        logging.getLogger("tether").setLevel(new.log_level)
+        log.info("config.toml reloaded")
+    daemon.registry.load_file(paths.agents_toml)
+
+
+async def _watch_config(
+    paths: Paths, daemon: Any, overrides: dict[str, Any], reload: asyncio.Event
+) -> None:
+    """SIGHUP reloads everything; a change of ``agents.toml`` on disk reloads it."""
+    seen = _stat(paths.agents_toml)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reload.wait(), AGENTS_POLL_S)
+        if reload.is_set():
+            reload.clear()
+            log.info("SIGHUP: reloading config.toml and agents.toml")
+            seen = _stat(paths.agents_toml)
+            try:
+                reload_config(paths, daemon, overrides)
+            except Exception:  # the daemon keeps running on its current settings
+                log.exception("reload failed")
+            continue
+        now = _stat(paths.agents_toml)
+        if now != seen:
+            seen = now
+            log.info("agents.toml changed on disk; reloading it")
+            try:
+                daemon.registry.load_file(paths.agents_toml)
+            except Exception:
+                log.exception("agents.toml reload failed")

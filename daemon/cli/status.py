@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if low_disk:
         print(f"warning: {low_disk}")
     print("desktop app: " + (", ".join(status.devices) if status.devices else "not connected"))
+    for dev in status.device_details:  # agent_ids of the app's hello (docs/protocol.md)
+        if dev.unknown_agent_ids:
+            missing = ", ".join(dev.unknown_agent_ids)
+            print(f"  {dev.device_id} has agents the daemon has no configuration for: {missing}")
     if not status.agents:
         print("agents: none (the app sends them, or put them in agents.toml)")
     for a in status.agents:
@@ -49,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             f"  {a.id:<20} {state:<8} cron {a.schedule_cron!r:<16} next {a.next_run_at or '-':<25} "
             f"last {a.last_run_at or 'never'} ({a.last_status or '-'})"
         )
+    for bad in status.rejected_agents:
+        print(f"  REJECTED {bad.id or '(no id)'}: {'; '.join(bad.errors)}")
+    if status.rejected_agents:
+        print("  (fix agents.toml: the daemon reloads it on its own, or send SIGHUP)")
     if status.accounts:
         print("accounts:")
     for acc in status.accounts:

@@ -7,16 +7,24 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
+from protocol.errors import ConnectionLost
 from protocol.frames import RunComplete, RunProgress, RunStarted
 
 from .common import control_client, load
+
+EXIT_TIMED_OUT = 4  # documented in daemon.cli
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("trigger", help="start an agent's run now")
     p.add_argument("agent", help="agent id")
     p.add_argument("--wait", action="store_true", help="show progress; exit 0 only on success")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (with --wait)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait (with --wait); the run goes on after it (exit code 4)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -56,7 +64,15 @@ async def _trigger(paths: Any, agent_id: str, wait: bool, timeout: float) -> int
         async def follow() -> RunComplete:
             nonlocal phase
             while True:
-                event = await client.events.get()
+                try:
+                    event = await asyncio.wait_for(client.events.get(), 1.0)
+                except TimeoutError:
+                    if not client.connected:
+                        raise ConnectionLost(
+                            f"lost the daemon while run {ack.run_id} was going on; see how it "
+                            "ended with `daemon runs` once the daemon is back (`daemon status`)"
+                        ) from None
+                    continue
                 if getattr(event, "run_id", None) != ack.run_id:
                     continue
                 if isinstance(event, RunProgress):
@@ -73,7 +89,18 @@ async def _trigger(paths: Any, agent_id: str, wait: bool, timeout: float) -> int
                         sys.stderr.write("\n")
                     return event
 
-        done = await asyncio.wait_for(follow(), timeout)
+        try:
+            done = await asyncio.wait_for(follow(), timeout)
+        except TimeoutError:
+            if tty:
+                sys.stderr.write("\n")
+            print(
+                f"daemon: still running after {timeout:g} s; the run goes on in the daemon. "
+                f"Follow it with `daemon logs --follow --run {ack.run_id}` (or `daemon status`), "
+                f"cancel it with `daemon cancel {ack.run_id}`",
+                file=sys.stderr,
+            )
+            return EXIT_TIMED_OUT
         _summary(done, sys.stdout)
         return 0 if done.status == "success" else 1
     finally:

@@ -132,8 +132,10 @@ def write(path: Path, text: str) -> None:
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "work"
+    # Each file large enough to be its own unit of work (small ones are batched).
+    filler = "Notes from the weekly call. " * 260
     for i in range(6):
-        write(root / f"note-{i}.md", f"TASK: Follow up {i}\n")
+        write(root / f"note-{i}.md", f"TASK: Follow up {i}\n{filler}\n")
     return root
 
 

@@ -145,9 +145,10 @@ def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 def assert_stream_shape(
     client: RecordingClient, result: ChatResult, *, floating: bool = False
 ) -> None:
-    """stream_start, [floating_domain], stream_text..., stream_end; nothing else, once each."""
+    """[floating_domain], stream_start, stream_text..., stream_end; nothing else, once each
+    (a floating answer opens with its domain: the shipping app expects it first)."""
     kinds = client.kinds(result.request_id)
-    head = ["stream_start", "floating_domain"] if floating else ["stream_start"]
+    head = ["floating_domain", "stream_start"] if floating else ["stream_start"]
     assert kinds[: len(head)] == head, kinds
     assert kinds[-1] == "stream_end", kinds
     middle = kinds[len(head) : -1]
@@ -450,6 +451,9 @@ async def test_chat_from_a_control_session_without_an_app(daemon: DaemonHarness)
     assert result.error is not None and "no desktop app is connected" in result.error
     assert control.kinds("cli-1") == ["stream_start", "stream_end"]
     assert (await control.status()).device_online is False
+    floating = await control.floating("and this?", scope={"type": "Note"}, request_id="cli-2")
+    assert floating.error is not None and floating.domain == "notes"
+    assert control.kinds("cli-2") == ["floating_domain", "stream_start", "stream_end"]
 
 
 async def test_a_slow_keyring_does_not_stall_the_daemon(

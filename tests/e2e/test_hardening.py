@@ -177,7 +177,11 @@ def corpus(root: Path, files: int = 6) -> list[Path]:
     for i in range(files):
         path = root / f"f{i}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"TASK: Thing {i}\nNOTE: Remark {i} | Said on call {i}.\n", "utf-8")
+        # large enough that each file is its own unit of work (small ones are batched)
+        filler = "Minutes of the weekly call. " * 260
+        path.write_text(
+            f"TASK: Thing {i}\nNOTE: Remark {i} | Said on call {i}.\n{filler}\n", "utf-8"
+        )
         made.append(path)
     return made
 

@@ -219,7 +219,12 @@ async def test_files_shown_whole_with_nothing_to_record_are_skipped_at_triage(
     done = await run_agent(client)
     assert done.status == "success", done.errors
     assert done.items_processed == 9
-    assert model.process_calls == 4  # only the four files with items were processed
+    # only the four files with items were processed; Website's two small ones together
+    assert sorted(model.seen_files) == sorted(
+        str(corpus / p)
+        for p in ("Website/brief.md", "Website/plan.md", "Branding/todo.md", "loose.txt")
+    )
+    assert model.process_calls == 3
     again = await run_agent(client)
     assert again.usage.llm_calls == 0
 
@@ -228,8 +233,9 @@ async def test_a_budget_splits_the_first_run_and_every_file_is_processed_once(
     daemon: DaemonHarness, tmp_path: Path, app_db: Path, model: OfficeModel
 ) -> None:
     root = tmp_path / "many"
+    filler = "Minutes of the weekly call. " * 260  # each file its own unit of work
     for n in range(9):
-        write(root / "Website" / f"f{n}.md", f"TASK: Task number {n}\n")
+        write(root / "Website" / f"f{n}.md", f"TASK: Task number {n}\n{filler}\n")
     client = await daemon.device(app_db, agents=[agent(root, budget={"max_llm_calls": 4})])
     statuses = []
     for _ in range(4):

@@ -128,14 +128,16 @@ class OfficeModel:
         if messages[-1].get("role") == "tool":
             return Text("Recorded the items from the file.")
         user = messages[1]["content"]
-        m = re.search(r"^File: (.*?)(?: \(part \d+ of \d+\))?$", user, re.M)
-        if m:
-            self.seen_files.append(m.group(1))
-        m = re.search(r"^Message: (.*?)(?: \(part \d+ of \d+\))?$", user, re.M)
-        if m:
-            self.seen_messages.append(m.group(1))
+        # one file, or several small files of one project, each in its own block
+        self.seen_files.extend(re.findall(r"^File: (.*?)(?: \(part \d+ of \d+\))?$", user, re.M))
+        self.seen_messages.extend(
+            re.findall(r"^Message: (.*?)(?: \(part \d+ of \d+\))?$", user, re.M)
+        )
         project = _PROJECT.search(user)
-        text = user.split("<untrusted_content>", 1)[-1].split("</untrusted_content>", 1)[0]
+        text = "\n".join(
+            block.split("</untrusted_content>", 1)[0]
+            for block in user.split("<untrusted_content>")[1:]
+        )
         calls = []
         for name, args in parse_items(text):
             if project:

@@ -63,6 +63,9 @@ class Text:
     chunk_size: int = 4  # characters per streamed delta
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0  # pause after each streamed content/arguments delta
+    # Streamed only: after the first content delta, wait until this is set (at most
+    # 30 s), so a test can see what a client shows before the answer is complete.
+    hold: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -450,7 +453,10 @@ def _chunks(
     pause = reply.chunk_delay_s
     content, finish = _content_and_finish(reply)
     yield chunk({"role": "assistant", "content": ""}), 0.0
-    for piece in _pieces(content, reply.chunk_size):
+    hold = reply.hold if isinstance(reply, Text) else None
+    for index, piece in enumerate(_pieces(content, reply.chunk_size)):
+        if index == 1 and hold is not None:
+            hold.wait(30)  # the first delta is written and flushed by now
         yield chunk({"content": piece}), pause
     for index, (call, call_id) in enumerate(_call_ids(reply)):
         # First delta names the call; the arguments follow in pieces, as OpenAI does.

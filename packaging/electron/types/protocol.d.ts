@@ -155,7 +155,13 @@ export interface ClientRow {
   parentId?: string | null;
   [k: string]: unknown | undefined;
 }
+/**
+ * The desktop app's hello. Without ``protocol`` (the app as it ships) it is
+ * protocol 1; ``agent_ids`` (the ids of the agents the app holds) is recorded on
+ * the session and shown in ``status``.
+ */
 export interface DeviceHello {
+  agent_ids?: string[] | null;
   agents?:
     | {
         [k: string]: unknown | undefined;
@@ -165,7 +171,7 @@ export interface DeviceHello {
   client?: ClientInfo | null;
   device_id: string;
   last_event_seq?: number | null;
-  protocol: number | number[];
+  protocol?: number | number[];
   token?: string | null;
   type: "device_hello";
 }
@@ -197,7 +203,16 @@ export interface HelloAck {
 }
 export interface AgentsResult {
   accepted?: string[];
+  ignored_keys?: IgnoredKeys[];
   rejected?: RejectedAgent[];
+}
+/**
+ * Keys of a client's agent that the daemon did not use (the app's own bookkeeping
+ * such as ``user_id``, or ``oauth_token_encrypted``, which is dropped unread).
+ */
+export interface IgnoredKeys {
+  id: string | null;
+  keys: string[];
 }
 export interface RejectedAgent {
   errors: string[];
@@ -280,17 +295,33 @@ export interface StatusRequest {
   id: string;
   type: "status_request";
 }
+/**
+ * ``context``: whatever the app attaches (any JSON value; the app sends an object
+ * or text); it reaches the model as a marked section of the prompt.
+ */
 export interface HomeRequest {
+  context?: {
+    [k: string]: unknown | undefined;
+  };
   conversation_history?: ChatMessage[] | null;
   message: string;
   request_id?: string | null;
   type: "home_request";
 }
+/**
+ * One turn of ``conversation_history``. The app also keeps turns of other roles
+ * (e.g. ``system``) and turns without content: the daemon accepts both and passes
+ * only ``user`` and ``assistant`` turns to the model, ``null`` content as empty.
+ */
 export interface ChatMessage {
-  content: string;
-  role: "user" | "assistant";
+  content?: string | null;
+  role: string;
 }
 export interface FloatingRequest {
+  context?: {
+    [k: string]: unknown | undefined;
+  };
+  conversation_history?: ChatMessage[] | null;
   message: string;
   request_id?: string | null;
   scope: Scope;
@@ -353,6 +384,7 @@ export interface Pong {
 export interface Ack {
   accepted?: string[] | null;
   id: string;
+  ignored_keys?: IgnoredKeys[] | null;
   rejected?: RejectedAgent[] | null;
   run_id?: string | null;
   type: "ack";
@@ -362,9 +394,11 @@ export interface Status {
   active_runs: RunSummary[];
   agents: AgentStatus[];
   daemon?: DaemonInfo | null;
+  device_details?: DeviceStatus[];
   device_online: boolean;
   devices?: string[];
   id: string;
+  rejected_agents?: RejectedAgent[];
   type: "status";
 }
 /**
@@ -400,6 +434,16 @@ export interface AgentStatus {
   next_run_at?: string | null;
   schedule_cron: string;
 }
+/**
+ * A connected device; ``agent_ids`` as its hello announced them (None: not sent)
+ * and ``unknown_agent_ids``, those of them the daemon holds no configuration for.
+ */
+export interface DeviceStatus {
+  agent_ids?: string[] | null;
+  device_id: string;
+  legacy?: boolean;
+  unknown_agent_ids?: string[];
+}
 export interface Error {
   code: string;
   id?: string | null;
@@ -427,6 +471,10 @@ export interface StreamEnd {
   request_id: string;
   type: "stream_end";
 }
+/**
+ * One write of a chat request. ``data``: the row for an insert, ``{id, updates,
+ * row}`` for an update (the app's shape plus the row), ``{id}`` for a delete.
+ */
 export interface Mutation {
   action: "insert" | "update" | "delete";
   data: {
