@@ -121,7 +121,12 @@ class Daemon:
         )
         self.registry.on_change(self.scheduler.agents_changed)
         self.chat = ChatService(llm_factory=self.llm, tz=self.tz)
-        self.chats = ChatRegistry(self.chat, self.server.device)
+        self.chats = ChatRegistry(
+            self.chat,
+            self.server.device,
+            max_per_session=config.max_chats_per_session,
+            max_queued=config.max_queued_chats_per_session,
+        )
         self._stopped = False
 
     # --- lifecycle ---------------------------------------------------------------------

@@ -11,6 +11,10 @@ Rules (protocol.md):
 - Timestamps in run events are ISO 8601 UTC strings; storage timestamps are ms.
 - Agent configurations travel as plain objects and are validated by the daemon one
   by one, so a bad agent is rejected without failing the frame that carried it.
+
+One module, past 500 lines, on purpose: every frame of the wire protocol and the one
+discriminated union that decodes them; splitting it would split the vocabulary the
+JSON Schema is generated from.
 """
 
 from __future__ import annotations
