@@ -62,7 +62,8 @@ async def estimate_run(ctx: RunContext, source: Source, model: str | None) -> Es
         items_moved=changes.moved,
         notes=[*changes.failures, *changes.notices],
     )
-    tools = json.dumps(background_toolset(ctx.agent.data_types, source.tools()).schemas())
+    tools = json.dumps(background_toolset(ctx.agent.data_types).schemas())
+    parted_tools = json.dumps(background_toolset(ctx.agent.data_types, source.tools()).schemas())
     prompt_chars = 0
     triage_items: list[TriageItem] = []
     readable: list[Item] = []
@@ -90,7 +91,9 @@ async def estimate_run(ctx: RunContext, source: Source, model: str | None) -> Es
         parts = chunk_text(texts[unit[0].key], limits.chunk_chars)
         for i, part in enumerate(parts, 1):
             messages = process_messages(ctx, source, unit[0], part, None, (i, len(parts)))
-            prompt_chars += len(json.dumps(messages)) + len(tools)
+            prompt_chars += len(json.dumps(messages)) + len(
+                parted_tools if len(parts) > 1 else tools
+            )
             est.llm_calls += 1
     batch = max(1, ctx.limits.triage_batch)
     for start in range(0, len(triage_items), batch):

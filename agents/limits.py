@@ -46,10 +46,10 @@ class RunLimits:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     triage_batch: int = 40
     context_chars: int = DEFAULT_LIMITS.context_chars
-    chunk_chars: int = 12_000
+    chunk_chars: int = 40_000
     # Small items of one project go to the model together (one call instead of one
     # each): up to batch_items of them while their texts fit batch_chars.
-    batch_chars: int = 12_000
+    batch_chars: int = 40_000
     batch_items: int = 8
     budget: Budget = field(default_factory=lambda: Budget())
 

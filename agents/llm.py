@@ -50,6 +50,10 @@ Rules:
 - ``asyncio.CancelledError`` and whatever ``on_text`` raises propagate untouched.
 - Usage is per successful call: ``llm_calls=1``, tokens from the response (the
   usage chunk when streaming), cost from litellm's local price map or ``None``.
+
+One module, past 500 lines, on purpose: the one model adapter (lazy import, request
+shape, streaming, retries and error sorting) — the litellm boundary is kept in one
+place so nothing else ever sees a litellm type.
 """
 
 from __future__ import annotations

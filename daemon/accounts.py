@@ -14,6 +14,9 @@ Rules:
   It never holds a token. It also lists the accounts, which a keyring cannot.
 - Providers are ``google`` and ``microsoft``; ``gmail`` and ``outlook``/``teams``
   are accepted as aliases everywhere (:func:`agents.cloud.settings.provider_of`).
+- :class:`AccountBook` is what a cloud run tells about its account
+  (:class:`~agents.cloud.source.AccountEvents`): needs reconnect, throttled until,
+  a successful sync and the messages it took in.
 - Methods are synchronous (keyring and file I/O): call them from a thread in the
   event loop, except the vault's, which are async and do that themselves.
 """
@@ -38,7 +41,7 @@ from daemon.logs import register_secret
 from daemon.paths import Paths, write_private_file
 from daemon.secrets import SecretStore
 
-__all__ = ["AccountState", "Accounts", "DaemonVault", "cloud_settings"]
+__all__ = ["AccountBook", "AccountState", "Accounts", "DaemonVault", "cloud_settings"]
 
 FILE_VERSION = 1
 LOCK_TIMEOUT_S = 10.0
@@ -285,3 +288,19 @@ class DaemonVault:
 
     async def save(self, provider: str, account: str, bundle: TokenBundle) -> None:
         await asyncio.to_thread(self._accounts.store_tokens, provider, account, bundle)
+
+
+class AccountBook:
+    """The cloud runs' :class:`~agents.cloud.source.AccountEvents` over :class:`Accounts`."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def needs_reconnect(self, provider: str, account: str, reason: str) -> None:
+        await asyncio.to_thread(self._accounts.mark_needs_reconnect, provider, account, reason)
+
+    async def throttled(self, provider: str, account: str, until: float) -> None:
+        await asyncio.to_thread(self._accounts.mark_throttled, provider, account, until)
+
+    async def synced(self, provider: str, account: str, messages: int) -> None:
+        await asyncio.to_thread(self._accounts.record_sync, provider, account, messages)

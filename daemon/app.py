@@ -24,11 +24,13 @@ from datetime import UTC, datetime, tzinfo
 from functools import partial
 
 from agents.chat import ChatService
+from agents.cloud.oauth import TokenManager
 from protocol.agent_config import AgentConfig
 from scheduler.cron import local_tz
 from scheduler.service import NextFire, SchedulerService, cron_next_fire
 
 from . import __version__
+from .accounts import AccountBook, Accounts, cloud_settings
 from .agent_configs import AgentRegistry
 from .app_compat import effective_last_run_at
 from .chats import ChatRegistry
@@ -38,7 +40,7 @@ from .estimates import Estimator
 from .events import EventLog
 from .handlers import FrameHandlers
 from .journeys import JourneyRegistry
-from .kinds import RUNNERS, SOURCES
+from .kinds import cloud_access, kind_map
 from .llm import LLMFactory, stored_api_key
 from .paths import Paths
 from .runs import RunManager, _iso
@@ -71,6 +73,18 @@ class Daemon:
         self.tz = tz or local_tz()
         self.clock = clock
         self.secrets = SecretStore(paths)
+        # One account book and one token manager per daemon: every cloud run shares them.
+        self.accounts = Accounts(paths, self.secrets)
+        settings = cloud_settings(config.cloud)
+        self.cloud_tokens = TokenManager(self.accounts.vault, settings, paths.state_dir)
+        sources, runners = kind_map(
+            cloud_access(
+                settings,
+                self.cloud_tokens,
+                AccountBook(self.accounts),
+                config.cloud.max_attachment_bytes,
+            )
+        )
         self.llm = LLMFactory(config.llm, stored_key=partial(stored_api_key, self.secrets))
         protected = paths.protected()
         self.registry = AgentRegistry(state, protected=protected, clock=clock)
@@ -85,7 +99,7 @@ class Daemon:
             events=self.events,
             config=config,
             llm_factory=self.llm.for_agent,
-            runners=RUNNERS,
+            runners=runners,
             protected=protected,
             tz=self.tz,
             clock=clock,
@@ -95,7 +109,7 @@ class Daemon:
             state=state,
             registry=self.registry,
             config=config,
-            sources=SOURCES,
+            sources=sources,
             tz=self.tz,
             protected=protected,
         )
@@ -111,7 +125,13 @@ class Daemon:
         )
         self.registry.on_change(self.scheduler.agents_changed)
         self.chat = ChatService(llm_factory=self.llm, tz=self.tz)
-        self.chats = ChatRegistry(self.chat, self.server.device, vectors=self.vectors)
+        self.chats = ChatRegistry(
+            self.chat,
+            self.server.device,
+            vectors=self.vectors,
+            max_per_session=config.max_chats_per_session,
+            max_queued=config.max_queued_chats_per_session,
+        )
         self.journeys = JourneyRegistry(self.llm)
         self._stopped = False
 
@@ -155,6 +175,7 @@ class Daemon:
         await self.runs.shutdown()
         await self.server.close()
         self.scheduler.shutdown()
+        await self.cloud_tokens.aclose()
         self.state.close()
         log.info("stopped")
 

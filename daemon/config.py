@@ -134,6 +134,9 @@ class RunsConfig(_Section):
     max_file_bytes: int = Field(default=RunLimits.max_file_bytes, ge=1)
     step_budget: int = Field(default=RunLimits.step_budget, ge=1)
     tool_call_budget: int = Field(default=RunLimits.tool_call_budget, ge=1)
+    # Characters of an item per model call (long files are cut, small ones packed up
+    # to this): lower it for a local model with a small context window.
+    chunk_chars: int = Field(default=RunLimits.chunk_chars, ge=1000)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
@@ -165,6 +168,8 @@ class Config(_Section):
     heartbeat_s: float = Field(default=20, gt=0)
     tool_call_timeout_s: float = Field(default=30.0, gt=0)
     max_in_flight: int = Field(default=64, ge=1)
+    max_chats_per_session: int = Field(default=4, ge=1)  # answering at once; others wait
+    max_queued_chats_per_session: int = Field(default=64, ge=0)  # then `busy`
     max_pending_handshakes: int = Field(default=32, ge=1)
     max_bad_frames: int = Field(default=20, ge=1)
     event_retention: int = Field(default=1000, ge=0)

@@ -8,7 +8,9 @@ Rules:
 - No app is needed (nothing is read from or written to its data) and no model is
   called; the model only names the price.
 - Unknown agent: ``RunRefused("unknown_agent")``; a kind without a source here:
-  ``RunRefused("invalid_config")``.
+  ``RunRefused("invalid_config")``. A cloud account that cannot be read (reconnect,
+  throttled, down): ``RunRefused("invalid_config")`` saying why. A source that holds a
+  connection (``aclose``) is closed after.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import tzinfo
 from typing import Any
 
 from agents.books import Bookkeeping, FileRecord
-from agents.errors import DeviceOffline, LLMNotConfigured
+from agents.errors import CloudError, DeviceOffline, LLMNotConfigured
 from agents.estimate import Estimate, estimate_run
 from agents.llm import Message, Reply, ToolChoice
 from agents.run import RunContext
@@ -147,4 +149,12 @@ class Estimator:
             protected=self.protected,
         )
         model = agent.model or self.config.llm.model
-        return await estimate_run(ctx, factory(ctx), model), model
+        source = factory(ctx)
+        try:
+            return await estimate_run(ctx, source, model), model
+        except CloudError as exc:
+            raise RunRefused("invalid_config", str(exc)) from None
+        finally:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()

@@ -12,8 +12,11 @@ Rules (protocol.md):
 - ``journey_start`` answers the first ``journey_message`` (seeded with the agent's
   ``prompt_template`` when ``agent_id`` names a known agent; an unknown one is
   ``unknown_agent``); ``journey_reply`` answers the next (``daemon.journeys``).
-- ``credentials_put`` stores the secret under ``provider:account`` off the event
-  loop (the keyring may block); the secret is never logged.
+- ``credentials_put`` stores the tokens through ``daemon.accounts.Accounts`` off the
+  event loop (the keyring may block); a bundle it cannot use is an
+  ``invalid_config`` error; the secret is never logged.
+- ``status`` lists the cloud accounts (state, throttling, last sync, messages
+  taken in), never a token.
 - A device hello with agents replaces the agent list; every hello with
   ``last_event_seq`` gets the events after it; a device coming online starts the
   scheduler's catch-up and, when it announced vectors, the embedding of its
@@ -32,12 +35,14 @@ Rules (protocol.md):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import (
+    AccountInfo,
     Ack,
     AgentsResult,
     AgentsSync,
@@ -63,6 +68,7 @@ from protocol.frames import (
 from scheduler.service import SchedulerService
 
 from . import __version__
+from .accounts import Accounts, AccountState
 from .agent_configs import AgentRegistry
 from .app_compat import effective_last_run_at
 from .chats import ChatRegistry
@@ -95,6 +101,7 @@ class Parts(Protocol):
     journeys: JourneyRegistry
     vectors: NoteVectors
     secrets: SecretStore
+    accounts: Accounts
     estimates: Estimator
 
 
@@ -173,8 +180,14 @@ class FrameHandlers:
             )
             await session.send(answer)
         elif isinstance(frame, CredentialsPut):
-            secret = frame.secret if isinstance(frame.secret, str) else json.dumps(frame.secret)
-            await asyncio.to_thread(parts.secrets.set, f"{frame.provider}:{frame.account}", secret)
+            try:
+                await asyncio.to_thread(
+                    parts.accounts.put_credentials, frame.provider, frame.account, frame.secret
+                )
+            except ValueError as exc:
+                raise ProtocolError(
+                    f"credentials_put: {exc}", code=ErrorCode.INVALID_CONFIG
+                ) from None
             await session.send(Ack(id=frame.id))
         else:
             raise ProtocolError(f"{frame.type} is not a request", code=ErrorCode.BAD_FRAME)
@@ -239,6 +252,7 @@ class FrameHandlers:
             device_details=[self._device_status(server.devices[d]) for d in sorted(server.devices)],
             daemon=DaemonInfo(version=__version__, pid=server.pid, port=server.port),
             rejected_agents=parts.registry.rejected(),
+            accounts=[account_info(a, time.time()) for a in parts.accounts.list()],
         )
 
     def _device_status(self, session: DeviceSession) -> DeviceStatus:
@@ -250,3 +264,21 @@ class FrameHandlers:
             unknown_agent_ids=unknown,
             legacy=session.legacy,
         )
+
+
+def _utc(at: float) -> str:
+    return _iso(datetime.fromtimestamp(at, UTC))
+
+
+def account_info(state: AccountState, now: float) -> AccountInfo:
+    """What ``status`` shows of one account."""
+    throttled = state.throttled_until
+    return AccountInfo(
+        provider=state.provider,
+        account=state.account,
+        state="needs_reconnect" if state.state == "needs_reconnect" else "connected",
+        reason=state.reason,
+        throttled_until=_utc(throttled) if throttled is not None and throttled > now else None,
+        last_sync=_utc(state.last_sync) if state.last_sync is not None else None,
+        messages_taken=state.messages_taken,
+    )

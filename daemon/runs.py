@@ -23,6 +23,10 @@ Rules (agents.md, protocol.md "Run events", architecture.md "The path of one run
 - The journal follows a run's counts as they grow (items recorded as done in the
   ``triage`` and ``process`` phases, inserts and updates the app confirmed), so after a SIGKILL the
   interrupted run shows what was confirmed.
+
+One module, past 500 lines, on purpose: the run manager's life cycle of a run
+(accept, wait for a slot, journal, report, cancel, shut down) is one state machine;
+the bookkeeping adapter beside it is the part a run writes through.
 """
 
 from __future__ import annotations
@@ -134,6 +138,8 @@ def run_limits(agent: AgentConfig, runs: RunsConfig) -> RunLimits:
         step_budget=runs.step_budget,
         tool_call_budget=runs.tool_call_budget,
         max_file_bytes=runs.max_file_bytes,
+        chunk_chars=runs.chunk_chars,
+        batch_chars=runs.chunk_chars,
         budget=Budget(
             max_llm_calls=own.max_llm_calls or defaults.max_llm_calls,
             max_prompt_tokens=own.max_prompt_tokens or defaults.max_prompt_tokens,

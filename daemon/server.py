@@ -26,6 +26,10 @@ Rules (protocol.md "Transport", "Handshake", "Errors", "Close codes"):
   with 1008. Oversized messages are closed with 1009 by websockets itself.
 - Requests are handled in their own tasks so the read loop keeps reading
   ``tool_result`` frames while a request waits on storage.
+
+One module, past 500 lines, on purpose: the handshake rules (Host, Origin, token,
+the cap on connections without hello) and the session read loop are one security
+boundary, reviewed together.
 """
 
 from __future__ import annotations

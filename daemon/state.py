@@ -45,6 +45,10 @@ Rules this module keeps:
   gives ``-wal`` and ``-shm`` the mode of the database file); an existing file and
   its ``-wal``/``-shm`` are narrowed to 0600 on open.
 - :func:`disk_space_warning` says when the state directory's disk is low.
+
+Why one module past 500 lines: it is the daemon's only SQLite file (schema,
+migrations and every query), so a schema change and its queries are one diff; its
+tables are small parts of one store.
 """
 
 from __future__ import annotations

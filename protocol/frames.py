@@ -11,6 +11,10 @@ Rules (protocol.md):
 - Timestamps in run events are ISO 8601 UTC strings; storage timestamps are ms.
 - Agent configurations travel as plain objects and are validated by the daemon one
   by one, so a bad agent is rejected without failing the frame that carried it.
+
+One module, past 500 lines, on purpose: every frame of the wire protocol and the one
+discriminated union that decodes them; splitting it would split the vocabulary the
+JSON Schema is generated from.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_PROTOCOLS",
+    "AccountInfo",
     "Ack",
     "AgentStatus",
     "AgentsResult",
@@ -119,6 +124,19 @@ class DaemonInfo(_Model):
     version: str
     pid: int | None = None
     port: int | None = None
+
+
+class AccountInfo(_Model):
+    """A connected cloud account as the user sees it (never a token). Times are ISO 8601
+    UTC; ``throttled_until`` only while it is in the future."""
+
+    provider: str  # google | microsoft
+    account: str
+    state: Literal["connected", "needs_reconnect"] = "connected"
+    reason: str | None = None  # why it needs reconnecting
+    throttled_until: str | None = None
+    last_sync: str | None = None  # the last successful sync
+    messages_taken: int = 0
 
 
 class RejectedAgent(_Model):
@@ -420,6 +438,7 @@ class Status(_Frame):
     device_details: list[DeviceStatus] = Field(default_factory=list)
     daemon: DaemonInfo | None = None
     rejected_agents: list[RejectedAgent] = Field(default_factory=list)
+    accounts: list[AccountInfo] = Field(default_factory=list)
 
 
 class EstimateResult(_Frame):

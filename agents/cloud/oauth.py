@@ -30,6 +30,10 @@ Rules:
   token is kept).
 - No token, code or verifier is ever logged, printed or put in an error message;
   :class:`TokenBundle`'s repr hides them.
+
+One module, past 500 lines, on purpose: sign-in (PKCE, state, loopback redirect) and
+refresh (locks, rotation, the three kinds of failure) share the token endpoints'
+error handling.
 """
 
 from __future__ import annotations

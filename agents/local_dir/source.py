@@ -147,7 +147,9 @@ class LocalDirectorySource:
         return os.path.basename(item.key)
 
     def tools(self) -> list[Tool]:
-        return file_tools(self.roots)
+        # The file's text is in the prompt; reading on (another part of a long file, a
+        # file it names) is all a run needs, and every schema costs tokens on every call.
+        return [t for t in file_tools(self.roots) if t.name == "read_file_content"]
 
     async def done(self, item: Item) -> None:
         self.ctx.books.record_file(self._file(item).record())

@@ -78,7 +78,7 @@ def _one_or_many(value: Any) -> Any:
 
 Assignees = Annotated[list[Text], BeforeValidator(_one_or_many)]
 
-DATE_HELP = "ISO 8601 date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM), local time"
+DATE_HELP = "YYYY-MM-DD or YYYY-MM-DDTHH:MM, local time"
 
 
 class Args(BaseModel):

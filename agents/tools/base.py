@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from ..store import Store
-from .schema import parameters_schema
+from .schema import compact_schema, parameters_schema
 
 __all__ = [
     "Handler",
@@ -98,14 +98,16 @@ class Tool:
     group: ToolGroup
     informs: bool = True  # the model needs the result to go on (reads do; writes do not)
 
-    def schema(self) -> dict[str, Any]:
-        """The OpenAI function-tool schema (a fresh copy)."""
+    def schema(self, *, compact: bool = False) -> dict[str, Any]:
+        """The OpenAI function-tool schema (a fresh copy); ``compact`` drops what
+        ``schema.compact_schema`` drops."""
+        parameters = parameters_schema(self.args)
         return {
             "type": "function",
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": parameters_schema(self.args),
+                "parameters": compact_schema(parameters) if compact else parameters,
             },
         }
 

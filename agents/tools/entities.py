@@ -304,34 +304,30 @@ async def list_tasks_due_today(ctx: ToolContext, a: NoArgs) -> ToolOutcome:
     return ToolOutcome(await _select(ctx, "tasks", filters))
 
 
-@tool("tasks", writes=True)
-async def create_task(ctx: ToolContext, a: CreateTaskArgs) -> ToolOutcome:
-    """Create a task."""
-    await _check_project(ctx, a.project_id)
-    data = {
+def _task_columns(ctx: ToolContext, a: CreateTaskArgs | UpdateTaskArgs) -> dict[str, Any]:
+    """The task columns both create_task and update_task take from the model."""
+    return {
         "title": a.title,
         "description": a.description,
         "status": a.status,
         "priority": a.priority,
         "assignee": _assignee_column(a.assignees),
         "dueDate": _ms(a.due_date, ctx),
-        "projectId": a.project_id,
     }
+
+
+@tool("tasks", writes=True)
+async def create_task(ctx: ToolContext, a: CreateTaskArgs) -> ToolOutcome:
+    """Create a task."""
+    await _check_project(ctx, a.project_id)
+    data = {**_task_columns(ctx, a), "projectId": a.project_id}
     return await _insert(ctx, "tasks", data, (a.project_id, a.title))
 
 
 @tool("tasks", writes=True)
 async def update_task(ctx: ToolContext, a: UpdateTaskArgs) -> ToolOutcome:
     """Change fields of an existing task."""
-    data = {
-        "title": a.title,
-        "description": a.description,
-        "status": a.status,
-        "priority": a.priority,
-        "assignee": _assignee_column(a.assignees),
-        "dueDate": _ms(a.due_date, ctx),
-    }
-    return await _update(ctx, "tasks", a.task_id, data)
+    return await _update(ctx, "tasks", a.task_id, _task_columns(ctx, a))
 
 
 @tool("tasks", writes=True, chat_only=True)

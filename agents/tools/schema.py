@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["parameters_schema"]
+__all__ = ["compact_schema", "parameters_schema"]
 
 
 def parameters_schema(args: type[BaseModel]) -> dict[str, Any]:
@@ -63,3 +63,24 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
     cleaned: dict[str, Any] = clean(schema)
     return cleaned
+
+
+def compact_schema(node: Any) -> Any:
+    """``node`` without what a background run pays for on every call and does not need:
+    field descriptions (except the date formats), ``minLength`` (the argument models
+    still enforce it: an empty title is an error for the model either way)."""
+    if isinstance(node, list):
+        return [compact_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "minLength":
+            continue
+        if key == "description" and isinstance(value, str) and "YYYY" not in value:
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = compact_schema(value)
+    return out

@@ -12,9 +12,10 @@ Rules:
   approval flags a model sends in a background run are dropped (the daemon sets
   them), not refused.
 - ``background_toolset(data_types, extra)`` is the entity tools of the agent's data
-  types, project lookup always, ``report_unplaced`` (nothing is dropped silently),
-  plus a source's own read-only tools (``extra``, e.g. the local directory's file
-  tools). ``chat_toolset()`` is every entity tool.
+  types (without the list/get tools the existing records up front make redundant),
+  ``list_projects`` always, ``report_unplaced`` (nothing is dropped silently), plus a
+  source's own read-only tools (``extra``); its schemas are compact (every schema is
+  paid for on every call of a run). ``chat_toolset()`` is every entity tool.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ __all__ = ["ALL_TOOLS", "Toolset", "background_toolset", "chat_toolset"]
 # Every entity tool by name (a source's own tools are not in here).
 ALL_TOOLS: dict[str, Tool] = {t.name: t for t in ENTITY_TOOLS}
 
-# Always in a background toolset, whatever its data types: the model matches work to projects.
-_PROJECT_LOOKUP = ("list_projects", "list_all_projects", "get_project")
+# Always in a background toolset, whatever its data types: the model matches work to
+# projects. One lookup tool only: every schema is paid for on every call of a run, and
+# triage has already named the item's project.
+_PROJECT_LOOKUP = ("list_projects",)
+# Not offered to background runs: the project's existing records come with the item,
+# and every schema is paid for on every call (list_tasks stays, to search the rest).
+_NOT_IN_BACKGROUND = frozenset({"list_notes", "list_timelines", "list_all_projects", "get_project"})
 _APPROVAL_FLAGS = ("isAiSuggested", "isApproved", "is_ai_suggested", "is_approved")
 _DATA_TYPES = frozenset({"tasks", "notes", "timelines", "projects"})
 
@@ -61,9 +67,12 @@ def _validation_message(tool: Tool, exc: ValidationError) -> str:
 class Toolset:
     """The tools one run or chat request may use, by name."""
 
-    def __init__(self, tools: Iterable[Tool], *, background: bool = False) -> None:
+    def __init__(
+        self, tools: Iterable[Tool], *, background: bool = False, compact: bool = False
+    ) -> None:
         self.tools: dict[str, Tool] = {t.name: t for t in tools}
         self.background = background
+        self.compact = compact
         if background:
             refused = sorted(n for n, t in self.tools.items() if t.chat_only)
             if refused:
@@ -79,7 +88,7 @@ class Toolset:
 
     def schemas(self) -> list[dict[str, Any]]:
         """OpenAI function-tool schemas, one per tool (fresh copies: callers may mutate)."""
-        return [t.schema() for t in self.tools.values()]
+        return [t.schema(compact=self.compact) for t in self.tools.values()]
 
     async def call(self, name: str, arguments: str, ctx: ToolContext) -> ToolOutcome:
         """Validate and run one tool call; failures the model can fix are error outcomes."""
@@ -124,9 +133,11 @@ def background_toolset(data_types: Collection[str], extra: Iterable[Tool] = ()) 
     chosen = [
         t
         for t in ENTITY_TOOLS
-        if not t.chat_only and (t.group in data_types or t.name in _PROJECT_LOOKUP)
+        if not t.chat_only
+        and t.name not in _NOT_IN_BACKGROUND
+        and (t.group in data_types or t.name in _PROJECT_LOOKUP)
     ]
-    return Toolset([*chosen, *NOTICE_TOOLS, *extra], background=True)
+    return Toolset([*chosen, *NOTICE_TOOLS, *extra], background=True, compact=True)
 
 
 def chat_toolset() -> Toolset:

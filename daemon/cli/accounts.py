@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.accounts import Accounts, AccountState
+if TYPE_CHECKING:  # imported when the verb runs: httpx is not for every verb's start-up
+    from daemon.accounts import AccountState
 
 from .common import load
 
@@ -42,6 +43,8 @@ def describe(state: AccountState, now: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     paths, _ = load()
+    from daemon.accounts import Accounts
+
     accounts = Accounts(paths)
     if args.action == "remove":
         if not args.account:

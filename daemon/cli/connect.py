@@ -13,10 +13,6 @@ import argparse
 import asyncio
 from typing import Any
 
-from agents.cloud.oauth import account_name, sign_in
-from agents.cloud.settings import provider_of
-from daemon.accounts import Accounts, cloud_settings
-
 from .common import load
 
 
@@ -34,6 +30,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: httpx and the OAuth code are not what every other verb should pay
+    # for at start-up (`daemon status` is meant to answer in well under a second).
+    from agents.cloud.oauth import account_name, sign_in
+    from agents.cloud.settings import provider_of
+    from daemon.accounts import Accounts, cloud_settings
+
     try:
         provider = provider_of(args.provider)
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""``daemon status``: is it running, which app is connected, every agent's runs."""
+"""``daemon status``: is it running, which app is connected, every agent's runs, and
+the cloud accounts (connected or needing a reconnect, throttling, last sync)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"  REJECTED {bad.id or '(no id)'}: {'; '.join(bad.errors)}")
     if status.rejected_agents:
         print("  (fix agents.toml: the daemon reloads it on its own, or send SIGHUP)")
+    if status.accounts:
+        print("accounts:")
+    for acc in status.accounts:
+        if acc.state == "needs_reconnect":
+            state = f"needs reconnect ({acc.reason or 'sign-in refused'})"
+        else:
+            state = "connected"
+        if acc.throttled_until:
+            state += f", throttled until {acc.throttled_until}"
+        print(
+            f"  {acc.provider:<10} {acc.account:<32} {state}; last sync {acc.last_sync or 'never'}, "
+            f"{acc.messages_taken} messages taken in"
+        )
     for r in status.active_runs:
         print(
             f"  running: {r.agent_id} run {r.run_id} ({r.trigger}) {r.phase or ''} {r.done}/{r.total}"

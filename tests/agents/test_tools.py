@@ -460,8 +460,6 @@ def test_background_toolset_has_only_its_data_types_and_project_lookup() -> None
         "update_task",
         "add_task_comment",
         "list_projects",
-        "list_all_projects",
-        "get_project",
         "report_unplaced",
     }
     files = background_toolset(["notes", "timelines"], file_tools(["/tmp"]))
@@ -473,7 +471,14 @@ def test_background_toolset_has_only_its_data_types_and_project_lookup() -> None
         ["tasks", "notes", "timelines", "projects"], file_tools(["/tmp"])
     )
     assert not [n for n in everything.names() if everything.tools[n].chat_only or "delete" in n]
-    assert set(everything.names()) == set(SPEC) - CHAT_ONLY
+    # The existing records come with each item, so the list/get tools they make
+    # redundant are not offered (each schema is paid for on every call of a run).
+    assert set(everything.names()) == set(SPEC) - CHAT_ONLY - {
+        "list_notes",
+        "list_timelines",
+        "list_all_projects",
+        "get_project",
+    }
     with pytest.raises(ValueError, match="unknown data types"):
         background_toolset(["emails"])
 
@@ -697,3 +702,21 @@ async def test_ai_suggestions_and_chat_are_not_restricted(store: SqliteBackedSto
         {"task_id": approved["row"]["id"], "title": "Z"},
     )
     assert not chat.is_error  # the user typed it
+
+
+def test_background_schemas_are_compact_and_still_validated(store: SqliteBackedStore) -> None:
+    background = background_toolset(["tasks"]).schemas()
+    full = {name: tool.schema() for name, tool in DECLARED.items()}
+    for schema in background:
+        name = schema["function"]["name"]
+        assert len(json.dumps(schema)) < len(json.dumps(full[name])), name
+        text = json.dumps(schema)
+        assert "minLength" not in text
+    due = next(s for s in background if s["function"]["name"] == "create_task")
+    assert "YYYY-MM-DD" in due["function"]["parameters"]["properties"]["due_date"]["description"]
+
+
+async def test_a_compact_schema_does_not_weaken_validation(store: SqliteBackedStore) -> None:
+    ctx = ToolContext(store, PARIS, background=True)
+    out = await call(background_toolset(["tasks"]), ctx, "create_task", {"title": "  "})
+    assert out.is_error and "must not be empty" in out.text

@@ -77,23 +77,55 @@ async def test_cancel_of_nothing_is_not_found(harness: DaemonHarness) -> None:
     assert "neither an active run nor a chat request" in info.value.message
 
 
-async def test_credentials_put_stores_the_secret(
+async def test_credentials_put_stores_the_tokens_and_lists_the_account(
     harness: DaemonHarness, use_keyring: UseKeyring
 ) -> None:
     backend = MemoryKeyring()
     use_keyring(backend)
     control = await harness.control()
+    tokens = {
+        "access_token": "at-0123456789",
+        "refresh_token": "rt-9876543210",
+        "expires_at": 4102444800,
+    }
     answer = await control.request(
-        CredentialsPut(id="c1", provider="gmail", account="me@example.com", secret="rt-0123456789")
-    )
-    assert isinstance(answer, Ack) and answer.id == "c1"
-    tokens = {"access_token": "at-0123456789", "refresh_token": "rt-9876543210"}
-    await control.request(
         CredentialsPut(id="c2", provider="outlook", account="me@example.com", secret=tokens)
     )
-    assert backend.entries[(SERVICE, "gmail:me@example.com")] == "rt-0123456789"
-    stored = backend.entries[(SERVICE, "outlook:me@example.com")]
-    assert json.loads(stored) == tokens
+    assert isinstance(answer, Ack) and answer.id == "c2"
+    # outlook is an alias of microsoft; the keyring holds the refresh token, never the access one
+    stored = json.loads(backend.entries[(SERVICE, "oauth:microsoft:me@example.com")])
+    assert stored["refresh_token"] == "rt-9876543210"
+    assert "at-0123456789" not in json.dumps(stored)
+    status = await control.status()
+    assert [(a.provider, a.account, a.state) for a in status.accounts] == [
+        ("microsoft", "me@example.com", "connected")
+    ]
+    assert "rt-9876543210" not in status.model_dump_json()
+    assert "at-0123456789" not in status.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("provider", "secret", "says"),
+    [
+        ("gmail", "rt-0123456789", "secret must be a JSON object of tokens"),
+        ("gmail", {"access_token": 5}, "secret.access_token must be a string"),
+        ("dropbox", {"refresh_token": "rt-1"}, "unknown provider 'dropbox'"),
+    ],
+)
+async def test_credentials_put_refuses_a_bundle_it_cannot_use(
+    harness: DaemonHarness, use_keyring: UseKeyring, provider: str, secret: object, says: str
+) -> None:
+    backend = MemoryKeyring()
+    use_keyring(backend)
+    control = await harness.control()
+    with pytest.raises(RequestFailed) as failed:
+        await control.request(
+            CredentialsPut(id="c1", provider=provider, account="me@example.com", secret=secret)  # type: ignore[arg-type]
+        )
+    assert failed.value.code == "invalid_config"
+    assert says in failed.value.message
+    assert backend.entries == {}
+    assert (await control.status()).accounts == []
 
 
 async def test_a_chat_without_an_app_is_still_a_whole_stream(harness: DaemonHarness) -> None:

@@ -133,7 +133,7 @@ def write(path: Path, text: str) -> None:
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "work"
     # Each file large enough to be its own unit of work (small ones are batched).
-    filler = "Notes from the weekly call. " * 260
+    filler = "Notes from the weekly call. " * 800
     for i in range(6):
         write(root / f"note-{i}.md", f"TASK: Follow up {i}\n{filler}\n")
     return root

@@ -32,7 +32,7 @@ import pytest
 from agents.loop import FINAL_NUDGE
 from protocol.frames import FloatingDomain, StreamEnd, StreamStart, StreamText, ToolCall
 from protocol.reference import ChatResult, ProtocolClient, ReferenceClient, SqliteStore
-from tests.conftest import DaemonFactory, DaemonHarness
+from tests.conftest import DaemonFactory, DaemonHarness, wait_until
 from tests.support.llm_server import Call, Error, FakeLLMServer, Hang, Reply, Text, ToolCalls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -584,3 +584,51 @@ def test_litellm_is_not_imported_at_daemon_start(tmp_path: Path) -> None:
         done.stdout,
         done.stderr,
     )
+
+
+# --- bounded per session --------------------------------------------------------------
+
+
+async def test_a_hundred_concurrent_chats_on_one_session_stay_within_the_cap(
+    app: RecordingClient, llm_server: FakeLLMServer
+) -> None:
+    llm_server.responder = lambda body: Text("fine", chunk_size=2, delay_s=0.02)
+    results = await asyncio.gather(
+        *(app.home(f"question {n}", request_id=f"q{n}") for n in range(100))
+    )
+    assert all(r.error is None and r.text == "fine" for r in results)
+    assert sorted(r.request_id for r in results) == sorted(f"q{n}" for n in range(100))
+    assert llm_server.calls == 100
+    assert 1 < llm_server.max_in_flight <= 4, llm_server.max_in_flight  # the default cap
+
+
+async def test_past_the_queue_a_chat_is_refused_busy_and_a_waiting_one_can_be_cancelled(
+    make_daemon: DaemonFactory, llm_server: FakeLLMServer, app_db: Path
+) -> None:
+    harness = await make_daemon(
+        llm__model="openai/fake",
+        llm__api_base=llm_server.base_url,
+        max_chats_per_session=1,
+        max_queued_chats_per_session=1,
+    )
+    app = await connect(harness, app_db)
+    loop = asyncio.get_running_loop()
+    asked = asyncio.Event()
+
+    def hold(body: dict[str, Any]) -> Reply:
+        loop.call_soon_threadsafe(asked.set)
+        return Hang(30)
+
+    llm_server.responder = hold
+    first = asyncio.create_task(app.home("first", request_id="c1"))
+    await asked.wait()
+    waiting = asyncio.create_task(app.home("second", request_id="c2"))
+    chats = harness.daemon.chats
+    await wait_until(lambda: sum(chats._waiting.values()) == 1, "the second chat waits")
+    third = await app.home("third", request_id="c3")
+    assert third.error is not None and third.error.startswith("busy:"), third.error
+    await app.cancel("c2")
+    second = await asyncio.wait_for(waiting, 5)
+    assert second.error == "cancelled" and llm_server.calls == 1
+    await app.cancel("c1")
+    assert (await asyncio.wait_for(first, 10)).error == "cancelled"

@@ -178,7 +178,7 @@ def corpus(root: Path, files: int = 6) -> list[Path]:
         path = root / f"f{i}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         # large enough that each file is its own unit of work (small ones are batched)
-        filler = "Minutes of the weekly call. " * 260
+        filler = "Minutes of the weekly call. " * 800
         path.write_text(
             f"TASK: Thing {i}\nNOTE: Remark {i} | Said on call {i}.\n{filler}\n", "utf-8"
         )

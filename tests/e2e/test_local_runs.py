@@ -233,7 +233,7 @@ async def test_a_budget_splits_the_first_run_and_every_file_is_processed_once(
     daemon: DaemonHarness, tmp_path: Path, app_db: Path, model: OfficeModel
 ) -> None:
     root = tmp_path / "many"
-    filler = "Minutes of the weekly call. " * 260  # each file its own unit of work
+    filler = "Minutes of the weekly call. " * 800  # each file its own unit of work
     for n in range(9):
         write(root / "Website" / f"f{n}.md", f"TASK: Task number {n}\n{filler}\n")
     client = await daemon.device(app_db, agents=[agent(root, budget={"max_llm_calls": 4})])

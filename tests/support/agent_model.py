@@ -20,6 +20,10 @@ careful model would, so runs are reproducible:
   need one: for standalone files they are reported with ``report_unplaced``), asking for ``isApproved: 1``
   to prove the daemon overrides it. After tool results arrive it answers a short
   sentence.
+- Messages (the cloud agents' prompts say "messages" and ``Message: <id>``): triage
+  puts a message in the project whose name appears in its subject or sender, else
+  ``standalone``; processing reads the same item lines from the message's text.
+  ``seen_messages`` lists the message ids processed, in order.
 - Anything else (chat): a short text.
 """
 
@@ -67,10 +71,16 @@ class OfficeModel:
     triage_calls: int = 0
     process_calls: int = 0
     seen_files: list[str] = field(default_factory=list)
+    seen_messages: list[str] = field(default_factory=list)
+    contents: list[str] = field(default_factory=list)  # every request's text (leak checks)
 
     def __call__(self, body: dict[str, Any]) -> Reply:
         messages = body.get("messages", [])
         system = messages[0].get("content", "") if messages else ""
+        self.contents.append(json.dumps(body))
+        if "You sort messages into the user's projects" in system:
+            self.triage_calls += 1
+            return self._triage_messages(messages)
         if "You sort files into the user's projects" in system:
             self.triage_calls += 1
             return self._triage(messages)
@@ -98,12 +108,31 @@ class OfficeModel:
             answer.setdefault(target, []).append(f["path"])
         return Text(json.dumps(answer))
 
+    def _triage_messages(self, messages: list[dict[str, Any]]) -> Reply:
+        user = messages[1]["content"]
+        projects = dict(re.findall(r"^- ([^:]+): (.*)$", user, re.M))
+        lines = [json.loads(line) for line in user.splitlines() if line.startswith('{"id"')]
+        answer: dict[str, list[str]] = {}
+        for line in lines:
+            target = "standalone"
+            where = f"{line.get('subject', '')} {line.get('from', '')}".lower()
+            for pid, name in projects.items():
+                if name.strip().lower() in where:
+                    target = pid
+            if line.get("complete") and not _MARKER.search(line["snippet"]):
+                target = "skip"
+            answer.setdefault(target, []).append(line["id"])
+        return Text(json.dumps(answer))
+
     def _process(self, messages: list[dict[str, Any]]) -> Reply:
         if messages[-1].get("role") == "tool":
             return Text("Recorded the items from the file.")
         user = messages[1]["content"]
         # one file, or several small files of one project, each in its own block
         self.seen_files.extend(re.findall(r"^File: (.*?)(?: \(part \d+ of \d+\))?$", user, re.M))
+        self.seen_messages.extend(
+            re.findall(r"^Message: (.*?)(?: \(part \d+ of \d+\))?$", user, re.M)
+        )
         project = _PROJECT.search(user)
         text = "\n".join(
             block.split("</untrusted_content>", 1)[0]

@@ -87,6 +87,7 @@ class FakeGmail(FakeCloudServer):
         self._ids = itertools.count(0x18F100)
         self._step = itertools.cycle((1, 3, 2))
         self.gets: list[str] = []  # ids fetched with format=full
+        self.page_cap = 500  # a page holds at most this many (Gmail may return fewer than asked)
 
     @property
     def api_base(self) -> str:
@@ -283,7 +284,7 @@ class FakeGmail(FakeCloudServer):
     def _list(self, q: dict[str, str], labels: list[str]) -> Reply:
         found = [m for m in self.messages.values() if self._matches(m, q.get("q", ""), labels)]
         found.sort(key=lambda m: (m.internal_ms, m.id), reverse=True)
-        size = min(int(q.get("maxResults", 100)), 500)
+        size = min(int(q.get("maxResults", 100)), 500, self.page_cap)
         offset = int(q.get("pageToken") or 0)
         page = found[offset : offset + size]
         out: dict[str, Any] = {"resultSizeEstimate": len(found)}
@@ -318,7 +319,7 @@ class FakeGmail(FakeCloudServer):
             ),
             key=lambda m: m.history_id,
         )
-        size = min(int(q.get("maxResults", 100)), 500)
+        size = min(int(q.get("maxResults", 100)), 500, self.page_cap)
         offset = int(q.get("pageToken") or 0)
         page = added[offset : offset + size]
         out: dict[str, Any] = {"historyId": str(self.history_id)}

@@ -105,6 +105,7 @@ class FakeGraph(FakeCloudServer):
         self.rounds: dict[str, tuple[list[dict[str, Any]], int]] = {}  # skiptoken -> rows, gen
         self.chats: dict[str, _Chat] = {}
         self.chat_page_size = 20
+        self.page_cap = 1000  # mail and chat pages hold at most this many (a server may cap them)
         self.prefers: list[str] = []
         self.gets: list[str] = []
         self.signed_in_account = "me@contoso.com"
@@ -317,6 +318,7 @@ class FakeGraph(FakeCloudServer):
             key, _, value = item.strip().partition("=")
             if key == "odata.maxpagesize":
                 size = int(value)
+        size = min(size, self.page_cap)
         base = f"{self.url}/v1.0/me/mailFolders/{quote(folder, safe='')}/messages/delta"
         if "$skiptoken" in q:
             token = q["$skiptoken"]
@@ -445,7 +447,7 @@ class FakeGraph(FakeCloudServer):
             floor = _parse(value)
             msgs = [m for m in msgs if _parse(m["lastModifiedDateTime"]) > floor]
         msgs.sort(key=lambda m: m["lastModifiedDateTime"], reverse=True)
-        top = min(int(q.get("$top") or 20), 50)
+        top = min(int(q.get("$top") or 20), 50, self.page_cap)
         offset = int(q.get("$skiptoken") or 0)
         page = msgs[offset : offset + top]
         out: dict[str, Any] = {"@odata.count": len(page), "value": page}

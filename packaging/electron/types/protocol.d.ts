@@ -444,6 +444,7 @@ export interface Ack {
   type: "ack";
 }
 export interface Status {
+  accounts?: AccountInfo[];
   active_runs: RunSummary[];
   agents: AgentStatus[];
   daemon?: DaemonInfo | null;
@@ -453,6 +454,19 @@ export interface Status {
   id: string;
   rejected_agents?: RejectedAgent[];
   type: "status";
+}
+/**
+ * A connected cloud account as the user sees it (never a token). Times are ISO 8601
+ * UTC; ``throttled_until`` only while it is in the future.
+ */
+export interface AccountInfo {
+  account: string;
+  last_sync?: string | null;
+  messages_taken?: number;
+  provider: string;
+  reason?: string | null;
+  state?: "connected" | "needs_reconnect";
+  throttled_until?: string | null;
 }
 export interface RunSummary {
   agent_id: string;
