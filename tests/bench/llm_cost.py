@@ -50,6 +50,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetc
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -57,6 +58,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +213,46 @@ class Measure:
         }
 
 
+@contextlib.asynccontextmanager
+async def bench_daemon(
+    work: Path, server: FakeLLMServer, root: Path, db_path: Path
+) -> AsyncIterator[ReferenceClient]:
+    """The daemon in process under ``work/home`` (its model: ``server``; a budget that
+    never splits a run) and the reference client as the app, with the bench's agent."""
+    paths = Paths.under(work / "home").ensure()
+    config = load_config(
+        paths,
+        {},
+        overrides={
+            "port": 0,
+            "log_level": "WARNING",
+            "llm.model": "openai/office",
+            "llm.api_base": server.base_url,
+            **BIG_BUDGET,
+        },
+    )
+    daemon = Daemon(
+        config=config, paths=paths, token="bench", state=StateStore.open(paths.state_db)
+    )
+    port = await daemon.start()
+    agent = {
+        "id": AGENT_ID,
+        "name": "Bench folder",
+        "kind": "local_directory",
+        "schedule_cron": "0 */6 * * *",
+        "directory_paths": [str(root)],
+        "data_types": ["tasks", "notes", "timelines"],
+        "enabled": False,  # runs only when triggered
+    }
+    client = ReferenceClient(f"ws://127.0.0.1:{port}/", "bench", db=str(db_path), agents=[agent])
+    try:
+        await client.connect()
+        yield client
+    finally:
+        await client.close()
+        await daemon.stop()
+
+
 async def measure(label: str, client: ReferenceClient, server: FakeLLMServer) -> Measure:
     before = server.calls
     start = time.perf_counter()
@@ -249,35 +291,7 @@ async def _bench(args: argparse.Namespace, work: Path) -> int:
 
     office = OfficeModel()
     with FakeLLMServer(responder=office) as server:
-        paths = Paths.under(work / "home").ensure()
-        config = load_config(
-            paths,
-            {},
-            overrides={
-                "port": 0,
-                "log_level": "WARNING",
-                "llm.model": "openai/office",
-                "llm.api_base": server.base_url,
-                **BIG_BUDGET,
-            },
-        )
-        daemon = Daemon(
-            config=config, paths=paths, token="bench", state=StateStore.open(paths.state_db)
-        )
-        port = await daemon.start()
-        agent = {
-            "id": AGENT_ID,
-            "name": "Bench folder",
-            "kind": "local_directory",
-            "schedule_cron": "0 */6 * * *",
-            "directory_paths": [str(corpus.root)],
-            "data_types": ["tasks", "notes", "timelines"],
-            "enabled": False,  # runs only when triggered
-        }
-        url = f"ws://127.0.0.1:{port}/"
-        client = ReferenceClient(url, "bench", db=str(db_path), agents=[agent])
-        try:
-            await client.connect()
+        async with bench_daemon(work, server, corpus.root, db_path) as client:
             first = await measure("first run", client, server)
             rerun = await measure("unchanged re-run", client, server)
             changed = change_files(corpus, args.changed)
@@ -285,9 +299,6 @@ async def _bench(args: argparse.Namespace, work: Path) -> int:
             after = await measure(f"{len(changed)} files changed", client, server)
             task_rows = client.store.rows("tasks")
             other_rows = client.store.rows("notes") + client.store.rows("timelines")
-        finally:
-            await client.close()
-            await daemon.stop()
 
     base_tokens = first.run.usage.prompt_tokens or 1
     base_calls = first.run.usage.llm_calls or 1
@@ -750,35 +761,7 @@ async def _bench_realistic(args: argparse.Namespace, work: Path) -> int:
 
     office = OfficeModel()
     with FakeLLMServer(responder=office) as server:
-        paths = Paths.under(work / "home").ensure()
-        config = load_config(
-            paths,
-            {},
-            overrides={
-                "port": 0,
-                "log_level": "WARNING",
-                "llm.model": "openai/office",
-                "llm.api_base": server.base_url,
-                **BIG_BUDGET,
-            },
-        )
-        daemon = Daemon(
-            config=config, paths=paths, token="bench", state=StateStore.open(paths.state_db)
-        )
-        port = await daemon.start()
-        agent = {
-            "id": AGENT_ID,
-            "name": "Bench folder",
-            "kind": "local_directory",
-            "schedule_cron": "0 */6 * * *",
-            "directory_paths": [str(corpus.root)],
-            "data_types": ["tasks", "notes", "timelines"],
-            "enabled": False,  # runs only when triggered
-        }
-        url = f"ws://127.0.0.1:{port}/"
-        client = ReferenceClient(url, "bench", db=str(db_path), agents=[agent])
-        try:
-            await client.connect()
+        async with bench_daemon(work, server, corpus.root, db_path) as client:
             first = await measure("first run", client, server)
             first_requests = server.requests
             first_recall = recall(corpus, client.store)
@@ -796,9 +779,6 @@ async def _bench_realistic(args: argparse.Namespace, work: Path) -> int:
             office.seen_files.clear()
             moved = await measure(f"{len(moves)} files moved", client, server)
             final_recall = recall(corpus, client.store)
-        finally:
-            await client.close()
-            await daemon.stop()
 
     n = len(corpus.docs)
     u1 = first.run.usage
