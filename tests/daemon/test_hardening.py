@@ -9,15 +9,12 @@ edge of a huge log line. The daemon is the in-process one of ``tests/conftest.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
 import logging.handlers
 import os
 import stat
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from tests.daemon.test_server import (
     recv_frame,
 )
 from tests.support.agent_model import OfficeModel
+from tests.support.disk import fill, small_disk
 from tests.support.llm_server import FakeLLMServer
 
 # --- the upgrade ----------------------------------------------------------------------
@@ -191,33 +189,6 @@ async def test_calls_racing_a_closing_connection_leave_no_unread_future(
 
 
 # --- a full disk in the middle of a run ----------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_disk(directory: Path, size: str = "2m") -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); needs root")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
-
-
-def fill(directory: Path) -> None:
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for block in (65536, 4096, 512, 1):
-            with contextlib.suppress(OSError):
-                while os.write(fd, b"\0" * block):
-                    pass
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="tmpfs")

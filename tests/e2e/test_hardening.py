@@ -42,6 +42,7 @@ from daemon.state import StateStore
 from protocol.frames import RunComplete, ToolCall
 from protocol.reference import ProtocolClient, ReferenceClient, RequestFailed
 from tests.support.agent_model import OfficeModel
+from tests.support.disk import fill, small_disk
 from tests.support.llm_server import Call, FakeLLMServer, ToolCalls
 
 pytestmark = [
@@ -212,34 +213,6 @@ def mode(path: Path) -> int:
 
 
 # --- a full disk ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_disk(directory: Path, size: str = "2m") -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); needs root")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
-
-
-def fill(directory: Path) -> None:
-    """Write a file until the disk refuses one more byte."""
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for block in (65536, 4096, 512, 1):
-            with contextlib.suppress(OSError):
-                while os.write(fd, b"\0" * block):
-                    pass
-    finally:
-        os.close(fd)
 
 
 async def test_full_state_disk_ends_every_run_with_run_complete_and_never_hangs(
