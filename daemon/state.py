@@ -44,7 +44,7 @@ Rules this module keeps:
 - **Private files**: ``state.db`` is created 0600 before SQLite opens it (SQLite
   gives ``-wal`` and ``-shm`` the mode of the database file); an existing file and
   its ``-wal``/``-shm`` are narrowed to 0600 on open.
-- :func:`disk_space_warning` says when the state directory's disk is low.
+- The low-disk warning of ``daemon status`` is ``daemon.disk`` (no SQLite needed).
 
 Why one module past 500 lines: it is the daemon's only SQLite file (schema,
 migrations and every query), so a schema change and its queries are one diff; its
@@ -56,7 +56,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -78,7 +77,6 @@ __all__ = [
     "Event",
     "RunRecord",
     "StateStore",
-    "disk_space_warning",
 ]
 
 AGENT_SOURCES: Final = frozenset({"client", "file"})
@@ -95,8 +93,6 @@ _CHUNK: Final = 500
 _WAL_AUTOCHECKPOINT_PAGES: Final = 256
 _JOURNAL_SIZE_LIMIT: Final = 1024 * 1024
 _DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
-# Below this much free space in the state directory, status warns.
-LOW_DISK_BYTES: Final = 64 * 1024 * 1024
 _PRIVATE_MODE: Final = 0o600
 
 _V1: Final = """
@@ -303,21 +299,6 @@ def _private(path: Path) -> None:
                 os.chmod(f"{path}{suffix}", _PRIVATE_MODE)
             except FileNotFoundError:
                 pass
-
-
-def disk_space_warning(directory: Path, low_bytes: int = LOW_DISK_BYTES) -> str | None:
-    """A one-line warning when ``directory``'s disk has less than ``low_bytes`` free."""
-    try:
-        usage = shutil.disk_usage(directory)
-    except OSError:
-        return None
-    if usage.free >= low_bytes:
-        return None
-    return (
-        f"low disk space: {usage.free / 1024 / 1024:.1f} MiB free of "
-        f"{usage.total / 1024 / 1024:.1f} MiB in the state directory {directory}; "
-        "runs end 'disk full' when it runs out"
-    )
 
 
 def _user_version(conn: sqlite3.Connection) -> int:

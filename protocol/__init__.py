@@ -3,11 +3,21 @@
 Pure modules (no asyncio, no websockets, no I/O). The reference client, its SQLite
 store and the batched websockets connection live in ``protocol.reference``, which
 is imported on its own.
+
+The names below are loaded on first use (PEP 562): importing ``protocol.errors``
+alone, as every CLI verb does for its error handler, must not build the ~45 frame
+models (about a third of ``daemon status``'s start-up).
 """
 
-from .codec import decode, encode
-from .errors import BadFrame, CloseCode, ErrorCode, ProtocolError, StorageError, UnknownType
-from .frames import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .codec import decode, encode
+    from .errors import BadFrame, CloseCode, ErrorCode, ProtocolError, StorageError, UnknownType
+    from .frames import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -21,3 +31,23 @@ __all__ = [
     "decode",
     "encode",
 ]
+
+_HOME = {
+    "decode": "codec",
+    "encode": "codec",
+    "BadFrame": "errors",
+    "CloseCode": "errors",
+    "ErrorCode": "errors",
+    "ProtocolError": "errors",
+    "StorageError": "errors",
+    "UnknownType": "errors",
+    "PROTOCOL_VERSION": "frames",
+    "SUPPORTED_PROTOCOLS": "frames",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -2,7 +2,10 @@
 
 Rules (operations.md "The CLI"):
 
-- Each verb module has ``add_parser(subparsers)`` and ``run(args) -> int``.
+- Each verb module has ``add_arguments(parser)`` and ``run(args) -> int``; its name
+  and one-line help are in :data:`VERBS`. Only the verb being run is imported (as pip
+  loads its commands), so ``daemon status`` does not pay for ``daemon doctor``'s
+  imports; ``daemon --help`` imports none.
 - ``main`` is the one place that turns errors into one line on stderr (what went
   wrong and what to do) and an exit code. No traceback reaches a user; set
   ``daemon --debug VERB`` to see one.
@@ -27,33 +30,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from agents.errors import AgentError
 from daemon import __version__
 from daemon.errors import AlreadyRunning, ConfigError, DaemonError, NotRunning
 from protocol.errors import ConnectionLost, HandshakeRefused, ProtocolError, RequestFailed
-
-from . import (
-    accounts,
-    agents,
-    autostart,
-    cancel,
-    chat,
-    connect,
-    dev_client,
-    doctor,
-    estimate,
-    logs,
-    pair,
-    run,
-    runs,
-    schema,
-    status,
-    trigger,
-)
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -75,27 +60,37 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
-VERBS = (
-    run,
-    status,
-    trigger,
-    cancel,
-    estimate,
-    chat,
-    agents,
-    runs,
-    logs,
-    pair,
-    connect,
-    accounts,
-    autostart,
-    doctor,
-    schema,
-    dev_client,
-)
+# verb -> (module in daemon.cli, one-line help); the order is --help's.
+VERBS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the daemon in the foreground"),
+    "status": ("status", "is the daemon running; agents with next/last run"),
+    "trigger": ("trigger", "start an agent's run now"),
+    "cancel": ("cancel", "stop a running run (by run id or agent id)"),
+    "estimate": ("estimate", "what a run would read and cost (no LLM call)"),
+    "chat": ("chat", "ask the home chat a question (the app must be connected)"),
+    "agents": ("agents", "list, show or validate agent configurations"),
+    "runs": ("runs", "recent runs from the journal"),
+    "logs": ("logs", "show the daemon's log, readable; --follow for new lines"),
+    "pair": ("pair", "show the pairing token's location, or make a new one"),
+    "connect": ("connect", "sign in to a Google or Microsoft account"),
+    "accounts": ("accounts", "list or remove connected Google/Microsoft accounts"),
+    "autostart": ("autostart", "start the daemon with your session (opt-in)"),
+    "doctor": ("doctor", "check paths, keyring, token, port, LLM, autostart"),
+    "schema": ("schema", "print the protocol's JSON Schema"),
+    "dev-client": ("dev_client", "run the reference client against the running daemon"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_verb(argv: Sequence[str]) -> str | None:
+    """The verb on the command line: the first word that is not an option (the
+    top-level options take no value), or None (``daemon --help``)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(verbs: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; only ``verbs`` (default: all) get their arguments,
+    which imports their modules. The others are listed with their help."""
+    wanted = set(VERBS if verbs is None else verbs)
     parser = argparse.ArgumentParser(
         prog="daemon",
         description="Tether: the desktop app's local agent daemon.",
@@ -106,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for verb in VERBS:
-        verb.add_parser(sub)
+    for name, (module, help_text) in VERBS.items():
+        verb_parser = sub.add_parser(name, help=help_text)
+        if name in wanted:
+            importlib.import_module(f"{__name__}.{module}").add_arguments(verb_parser)
     return parser
 
 
@@ -138,7 +135,8 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser([verb] if (verb := _chosen_verb(argv)) in VERBS else [])
     args = parser.parse_args(argv)
     debug = bool(args.debug)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported when the verb runs: httpx is not for every verb's start-up
     from daemon.accounts import AccountState
@@ -13,8 +13,7 @@ if TYPE_CHECKING:  # imported when the verb runs: httpx is not for every verb's 
 from .common import load
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("accounts", help="list or remove connected Google/Microsoft accounts")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=("list", "remove"), default="list")
     p.add_argument("account", nargs="?", help="the account to remove")
     p.add_argument("--provider", help="google or microsoft, when an address has both")

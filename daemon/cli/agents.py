@@ -15,8 +15,7 @@ if TYPE_CHECKING:
     from protocol.frames import RejectedAgent, Status
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("agents", help="list, show or validate agent configurations")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     verbs = p.add_subparsers(dest="agents_verb", metavar="list|show|validate")
     verbs.required = True
     verbs.add_parser(

@@ -32,7 +32,7 @@ from daemon.paths import Paths
 
 from .common import environment, load_paths
 
-__all__ = ["Host", "Report", "add_parser", "disable", "enable", "run", "status"]
+__all__ = ["Host", "Report", "add_arguments", "disable", "enable", "run", "status"]
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
@@ -313,8 +313,7 @@ def _check_executable(host: Host, report: Report, exec_line: str) -> None:
         )
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("autostart", help="start the daemon with your session (opt-in)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("enable", "disable", "status"))
     p.set_defaults(handler=run)
 

@@ -9,8 +9,7 @@ from typing import Any
 from .common import control_client, load
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("cancel", help="stop a running run (by run id or agent id)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="a run id, or an agent id whose run to stop")
     p.set_defaults(handler=run)
 

@@ -30,7 +30,7 @@ from protocol.frames import Mutation
 
 from .common import control_client, load
 
-__all__ = ["NO_APP", "add_parser", "format_mutation", "run"]
+__all__ = ["NO_APP", "add_arguments", "format_mutation", "run"]
 
 NO_APP = (
     "the desktop app is not connected: it owns your tasks, notes and projects, "
@@ -40,8 +40,7 @@ _SIGN = {"insert": "+", "update": "~", "delete": "-"}
 _LABELS = ("title", "name")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("chat", help="ask the home chat a question (the app must be connected)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("question", help="what to ask, in quotes")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.add_argument(

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
 from .common import load
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("connect", help="sign in to a Google or Microsoft account")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("provider", help="google (gmail) or microsoft (outlook, teams)")
     p.add_argument("--account", help="the account's address (default: the one that signs in)")
     p.add_argument(

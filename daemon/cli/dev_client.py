@@ -36,7 +36,7 @@ from protocol.errors import CloseCode, StorageError
 
 from .common import env_token, load_paths
 
-__all__ = ["add_parser", "run", "seed_store"]
+__all__ = ["add_arguments", "run", "seed_store"]
 
 RETRY_S = (0.5, 5.0)
 WATCH_S = 0.2
@@ -44,8 +44,7 @@ _NESTED = ("tasks", "notes", "timelines")
 _TOP = ("clients", "projects", "tasks", "notes", "timelines")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("dev-client", help="run the reference client against the running daemon")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", required=True, help="SQLite file (created with the app's schema)")
     p.add_argument("--device-id", default="dev-client")
     p.add_argument(

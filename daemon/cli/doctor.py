@@ -33,7 +33,7 @@ from daemon.runtime import read_runtime
 
 from .common import control_client, env_token, environment, load, load_paths
 
-__all__ = ["Checks", "add_parser", "run"]
+__all__ = ["Checks", "add_arguments", "run"]
 
 LLM_CHECK_TIMEOUT_S = 30.0
 
@@ -62,8 +62,7 @@ class Checks:
         self._add(f"FAIL  {what}\n      fix: {fix}")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("doctor", help="check paths, keyring, token, port, LLM, autostart")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-llm-call", action="store_true", help="check the model's settings only")
     p.set_defaults(handler=run)
 

@@ -12,8 +12,7 @@ from protocol.frames import EstimateRequest, EstimateResult
 from .common import control_client, load
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("estimate", help="what a run would read and cost (no LLM call)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("agent", help="agent id")
     p.add_argument("--json", action="store_true", help="print the estimate_result frame")
     p.set_defaults(handler=run)

@@ -31,15 +31,14 @@ from daemon.logs import CONTEXT_FIRST, LOG_BACKUPS
 
 from .common import load_paths
 
-__all__ = ["add_parser", "format_record", "matches", "parse_line", "run"]
+__all__ = ["add_arguments", "format_record", "matches", "parse_line", "run"]
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 FOLLOW_POLL_S = 0.5
 _FIXED = ("ts", "level", "logger", "msg", "exc", "stack")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("logs", help="show the daemon's log, readable; --follow for new lines")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("--run", metavar="ID", help="only the lines of this run")
     p.add_argument(

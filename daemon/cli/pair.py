@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from daemon.pairing import read_or_create_token, rotate_token, token_source
 from daemon.runtime import read_runtime
@@ -11,8 +10,7 @@ from daemon.runtime import read_runtime
 from .common import load_settings
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("pair", help="show the pairing token's location, or make a new one")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotate", action="store_true", help="make a new token (old sessions end)")
     p.add_argument("--show", action="store_true", help="print the token itself")
     p.set_defaults(handler=run)

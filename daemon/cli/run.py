@@ -43,8 +43,7 @@ PARENT_POLL_S = 0.25
 AGENTS_POLL_S = 2.0
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="run the daemon in the foreground")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port to listen on (0 = pick a free one)")
     p.add_argument("--host", help="address to bind (loopback unless --allow-remote)")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")

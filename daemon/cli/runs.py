@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .common import load
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("runs", help="recent runs from the journal")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", help="only this agent's runs")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(handler=run)

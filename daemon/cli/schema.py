@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("schema", help="print the protocol's JSON Schema")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 

@@ -8,20 +8,19 @@ import asyncio
 import json
 from typing import Any
 
+from daemon.disk import disk_space_warning
 from daemon.errors import NotRunning
-from daemon.state import disk_space_warning
 
-from .common import control_client, load
+from .common import control_client, load_paths
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("status", help="is the daemon running; agents with next/last run")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the status frame as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    paths, _ = load()
+    paths = load_paths()
     try:
         status = asyncio.run(_fetch(paths))
     except NotRunning as exc:

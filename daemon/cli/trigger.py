@@ -15,8 +15,7 @@ from .common import control_client, load
 EXIT_TIMED_OUT = 4  # documented in daemon.cli
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("trigger", help="start an agent's run now")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("agent", help="agent id")
     p.add_argument("--wait", action="store_true", help="show progress; exit 0 only on success")
     p.add_argument(

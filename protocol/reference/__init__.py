@@ -4,13 +4,22 @@ Not part of the pure protocol: this package does I/O (websockets, SQLite). It is
 what the tests, the benchmarks and ``daemon dev-client`` connect with, and the
 executable description of the contract for the desktop app's developers. The
 daemon uses only ``BatchedServerConnection`` from it (the batched socket writes).
+
+The names below are loaded on first use (PEP 562), so a CLI verb that needs only
+the control client does not import the SQLite store.
 """
 
-from protocol.errors import ClientError, ConnectionLost, HandshakeRefused, RequestFailed
+from __future__ import annotations
 
-from .client import ChatResult, ProtocolClient, ReferenceClient
-from .connection import BatchedClientConnection, BatchedServerConnection
-from .sqlite_store import SqliteStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protocol.errors import ClientError, ConnectionLost, HandshakeRefused, RequestFailed
+
+    from .client import ChatResult, ProtocolClient, ReferenceClient
+    from .connection import BatchedClientConnection, BatchedServerConnection
+    from .sqlite_store import SqliteStore
 
 __all__ = [
     "BatchedClientConnection",
@@ -24,3 +33,23 @@ __all__ = [
     "RequestFailed",
     "SqliteStore",
 ]
+
+_HOME = {
+    "BatchedClientConnection": ".connection",
+    "BatchedServerConnection": ".connection",
+    "ChatResult": ".client",
+    "ClientError": "protocol.errors",
+    "ConnectionLost": "protocol.errors",
+    "HandshakeRefused": "protocol.errors",
+    "ProtocolClient": ".client",
+    "ReferenceClient": ".client",
+    "RequestFailed": "protocol.errors",
+    "SqliteStore": ".sqlite_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

@@ -33,7 +33,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -86,7 +86,9 @@ from protocol.frames import (
 )
 
 from .connection import BatchedClientConnection
-from .sqlite_store import SqliteStore
+
+if TYPE_CHECKING:  # imported by ReferenceClient: a control client has no store
+    from .sqlite_store import SqliteStore
 
 __all__ = ["ChatResult", "ProtocolClient", "ReferenceClient"]
 
@@ -583,6 +585,8 @@ class ReferenceClient(ProtocolClient):
         if keep_calls < 1:
             raise ValueError(f"keep_calls must be >= 1, not {keep_calls}")
         self.keep_calls = keep_calls
+        from .sqlite_store import SqliteStore
+
         self.store = db if isinstance(db, SqliteStore) else SqliteStore(db)
         self.device_id = device_id
         self.agents = agents

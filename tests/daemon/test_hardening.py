@@ -24,10 +24,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
 
 from agents.errors import DeviceOffline, ToolCallError
+from daemon.disk import disk_space_warning
 from daemon.errors import DiskFull
 from daemon.logs import MAX_MESSAGE_CHARS, RedactFilter, register_secret, setup_logging
 from daemon.paths import Paths
-from daemon.state import StateStore, disk_space_warning
+from daemon.state import StateStore
 from protocol.codec import encode
 from protocol.frames import ControlHello, ToolCall
 from protocol.reference import ProtocolClient

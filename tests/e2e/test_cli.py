@@ -296,3 +296,46 @@ def test_status_of_a_running_daemon_does_not_import_litellm(cli: Cli) -> None:
     assert _litellm_report(status) == ["False", "False", "0"]
     assert f"port {proc.port}" in status.stdout
     assert proc.stop() == 0
+
+
+_MODULES_OF_A_VERB = (
+    "import sys\n"
+    "from daemon.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "loaded = sorted(m for m in sys.modules if m.startswith('daemon.cli.'))\n"
+    "heavy = sorted(m for m in ('sqlite3', 'pydantic', 'protocol.frames', 'protocol.reference.sqlite_store', 'daemon.state') if m in sys.modules)\n"
+    "print('MODULES', rc, ','.join(loaded) or '-', ','.join(heavy) or '-', file=sys.stderr)\n"
+)
+
+
+def _modules_report(result: subprocess.CompletedProcess[str]) -> list[str]:
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES ")]
+    assert line, result.stderr
+    return line[-1].split()[1:]
+
+
+@posix_only
+def test_a_verb_imports_its_own_module_only(cli: Cli) -> None:
+    """Start-up time of ``daemon status`` (footprint bench): the CLI imports the verb
+    being run, not the fifteen others, and status needs no SQLite and no store."""
+    proc = cli.start()
+    status = cli.python(_MODULES_OF_A_VERB, "--debug", "status")
+    assert f"port {proc.port}" in status.stdout
+    assert _modules_report(status) == [
+        "0",
+        "daemon.cli.common,daemon.cli.status",
+        "protocol.frames,pydantic",  # the status frame itself
+    ]
+    assert proc.stop() == 0
+
+
+def test_daemon_help_lists_every_verb_without_importing_them(cli: Cli) -> None:
+    code = (
+        "import sys\n"
+        "from daemon.cli import VERBS, build_parser\n"
+        "build_parser([]).format_help()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('daemon.cli.') or m == 'pydantic'))\n"
+    )
+    result = cli.python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
