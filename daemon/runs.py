@@ -269,6 +269,9 @@ class RunManager:
         self._by_agent[agent_id] = run
         self._by_run[run.run_id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run-{agent_id}")
+        # Also when the task is cancelled before its coroutine began (shutdown in the
+        # same pass): then _execute's finally never runs.
+        run.task.add_done_callback(lambda _: self._forget(run))
         log.info(
             "run %s of %s accepted (%s)",
             run.run_id,
@@ -355,9 +358,14 @@ class RunManager:
             # the log; the journal closes the run at the next start if it stayed open.
             log.exception("run %s of %s could not be journaled", run.run_id, run.agent.id)
         finally:
-            self._by_agent.pop(run.agent.id, None)
-            self._by_run.pop(run.run_id, None)
-            run.finished.set()
+            self._forget(run)
+
+    def _forget(self, run: ActiveRun) -> None:
+        """The run is over: no longer active, ``finished`` set (idempotent)."""
+        if self._by_agent.get(run.agent.id) is run:
+            del self._by_agent[run.agent.id]
+        self._by_run.pop(run.run_id, None)
+        run.finished.set()
 
     async def _run(self, run: ActiveRun) -> None:
         agent = run.agent
@@ -494,11 +502,31 @@ class RunManager:
                     f"these kinds run: {', '.join(sorted(self.runners))}"
                 ],
             )
-        runs = self.config.runs
         try:
-            llm = await asyncio.to_thread(self.llm_factory, run.agent)  # keyring may block
-        except LLMError as exc:
-            return RunReport(status="error", errors=[str(exc)])
+            report = await runner(await self._context(run, device))
+        except LLMError as exc:  # the model could not be set up (no model, no key)
+            report = RunReport(status="error", errors=[str(exc)])
+        except (RunCancelled, asyncio.CancelledError):
+            report = RunReport(status="cancelled", errors=["cancelled"])
+        except DeviceOffline as exc:
+            report = RunReport(
+                status="error", errors=[f"the desktop app went away during the run: {exc}"]
+            )
+        except StateError as exc:  # a bookkeeping write failed: _run says how
+            self._state_failed(run, exc)
+            report = RunReport(status="error")
+        except Exception as exc:  # a bug (here or in the LLM's set-up) must not leave it "running"
+            log.exception("run %s crashed", run.run_id)
+            report = RunReport(
+                status="error", errors=[f"internal error: {type(exc).__name__}: {exc}"]
+            )
+        if run.cancel.is_set() and report.status != "cancelled" and run.state_failure is None:
+            report.status = "cancelled"
+        return report
+
+    async def _context(self, run: ActiveRun, device: DeviceSession) -> RunContext:
+        """What the runner gets: the model, the app's store, the bookkeeping, the limits."""
+        llm = await asyncio.to_thread(self.llm_factory, run.agent)  # keyring may block
         store = device.store(
             run_id=run.run_id,
             run_context=run.run_context,
@@ -521,29 +549,11 @@ class RunManager:
             cancel=run.cancel,
             tz=self.tz,
             protected=self.protected,
-            limits=run_limits(run.agent, runs),
+            limits=run_limits(run.agent, self.config.runs),
         )
         if self.vectors is not None:
             ctx.notes = await self.vectors.index_for(device, store)
-        try:
-            report = await runner(ctx)
-        except (RunCancelled, asyncio.CancelledError):
-            report = RunReport(status="cancelled", errors=["cancelled"])
-        except DeviceOffline as exc:
-            report = RunReport(
-                status="error", errors=[f"the desktop app went away during the run: {exc}"]
-            )
-        except StateError as exc:  # a bookkeeping write failed: _run says how
-            self._state_failed(run, exc)
-            report = RunReport(status="error")
-        except Exception as exc:  # a bug must not leave the run "running"
-            log.exception("run %s crashed", run.run_id)
-            report = RunReport(
-                status="error", errors=[f"internal error: {type(exc).__name__}: {exc}"]
-            )
-        if run.cancel.is_set() and report.status != "cancelled" and run.state_failure is None:
-            report.status = "cancelled"
-        return report
+        return ctx
 
     async def _progress(
         self, run: ActiveRun, phase: str, done: int, total: int, detail: str | None

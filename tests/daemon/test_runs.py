@@ -391,11 +391,6 @@ async def test_shutdown_does_not_wait_past_its_timeout_for_a_stuck_run(
     assert h.daemon.state.running_runs() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run whose task has not begun when shutdown() cancels it never enters "
-    "_execute's finally: it stays in active() and its `finished` is never set",
-)
 async def test_a_run_accepted_in_the_same_pass_as_shutdown_is_not_left_behind(
     make_manager: MakeManager, corpus: Path, tmp_path: Path
 ) -> None:
@@ -557,12 +552,6 @@ async def test_a_kind_without_a_runner_ends_the_run_in_error(
     assert "local_directory agents are not available" in record.errors[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RunManager._report catches only LLMError from the LLM factory: any other "
-    "exception escapes to _execute, which logs it and leaves the journal 'running' "
-    "until the next daemon start",
-)
 async def test_a_failing_llm_factory_still_ends_the_run(
     make_manager: MakeManager, corpus: Path, tmp_path: Path
 ) -> None:
@@ -573,6 +562,8 @@ async def test_a_failing_llm_factory_still_ends_the_run(
     await app(h, tmp_path, [agent(corpus)])
     record = await finish(h, manager.start("notes", "manual"))
     assert record.status == "error"
+    assert record.errors == ("internal error: RuntimeError: keyring backend crashed",)
+    assert manager.active() == []
 
 
 async def test_a_skipped_fire_is_journaled_and_announced(
