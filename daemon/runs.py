@@ -282,10 +282,24 @@ class RunManager:
         return run
 
     async def record_skipped(self, agent: AgentConfig, trigger: str, reason: str) -> None:
-        """A fire that could not run (device offline): journal and event, status skipped."""
+        """A fire that could not run (device offline): journal and event, status skipped.
+
+        Skips in a row are one journal entry and one event (``StateStore.record_skipped``)."""
         run_id = uuid.uuid4().hex
         now = self.clock()
-        self.state.record_skipped(run_id, agent.id, trigger, now, reason)
+        record = self.state.record_skipped(run_id, agent.id, trigger, now, reason)
+        if record.run_id != run_id:
+            # Another skip in a row: the journal's skipped run was extended. No new
+            # event, so a day of skipped fires cannot push real runs out of the replay.
+            fires = (record.detail or {}).get("skipped_fires")
+            log.debug(
+                "run of %s skipped again (%s fires in a row): %s",
+                agent.id,
+                fires,
+                reason,
+                extra={"run_id": record.run_id, "agent_id": agent.id},
+            )
+            return
         await self.events.run_complete(
             run_id=run_id,
             agent_id=agent.id,

@@ -658,16 +658,37 @@ class StateStore:
     def record_skipped(
         self, run_id: str, agent_id: str, trigger: str, at: datetime, reason: str
     ) -> RunRecord:
-        """Journal a run that never started (status ``skipped``; ``reason`` is its one error)."""
+        """Journal a run that never started (status ``skipped``; ``reason`` is its one error).
+
+        Consecutive skips coalesce: when the agent's latest run is a ``skipped`` one with
+        the same trigger, that row is extended instead (``finished_at`` = ``at``;
+        ``detail`` = ``{"skipped_fires": n, "last_reason": ...}``) and returned, with its
+        own run id. A per-minute agent whose app stays closed for a day is one row, not
+        1,440. Compare the returned ``run_id`` with ``run_id`` to tell which happened.
+        """
         at_us = _to_us(at)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
                 raise StateError(f"state store {self._path}: run {run_id!r} already exists")
-            conn.execute(
-                "INSERT INTO runs (run_id, agent_id, trigger, status, started_at, finished_at,"
-                " errors_json) VALUES (?, ?, ?, 'skipped', ?, ?, ?)",
-                (run_id, agent_id, trigger, at_us, at_us, _dump([reason])),
-            )
+            latest = conn.execute(
+                "SELECT run_id, status, trigger, detail_json FROM runs WHERE agent_id = ?"
+                " ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                (agent_id,),
+            ).fetchone()
+            if latest is not None and latest[1] == "skipped" and latest[2] == trigger:
+                run_id = latest[0]
+                detail = json.loads(latest[3]) if latest[3] else {}
+                fires = int(detail.get("skipped_fires", 1)) + 1
+                conn.execute(
+                    "UPDATE runs SET finished_at = ?, detail_json = ? WHERE run_id = ?",
+                    (at_us, _dump({"skipped_fires": fires, "last_reason": reason}), run_id),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO runs (run_id, agent_id, trigger, status, started_at, finished_at,"
+                    " errors_json) VALUES (?, ?, ?, 'skipped', ?, ?, ?)",
+                    (run_id, agent_id, trigger, at_us, at_us, _dump([reason])),
+                )
             record = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()

@@ -23,8 +23,9 @@ Rules:
   - a slot already covered by a run that finished after it (``is_overdue`` is false at
     ``clock()``, e.g. the reconnect catch-up ran it) is not run again;
   - if the agent's device (or, for an unbound agent, any device) is offline, the fire
-    is journaled with ``record_skipped`` and nothing starts. Skipped runs do not count
-    in ``last_run_at``, so the agent stays overdue and runs on reconnect.
+    is journaled with ``record_skipped`` and nothing starts (skips in a row are one
+    journal entry and one event). Skipped runs do not count in ``last_run_at``, so the
+    agent stays overdue and runs on reconnect.
 
   Answers: ``started``; ``already_running``: the fire is *coalesced into the running
   run*, it is folded into it, no second run starts and nothing is queued; a

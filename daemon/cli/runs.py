@@ -33,4 +33,9 @@ def run(args: argparse.Namespace) -> int:
         )
         for err in r.errors[:3]:
             print(f"    {err}")
+        fires = (r.detail or {}).get("skipped_fires")
+        if r.status == "skipped" and fires and r.finished_at:
+            print(
+                f"    {fires} fires skipped in a row, the last at {r.finished_at:%Y-%m-%d %H:%M:%S}"
+            )
     return 0

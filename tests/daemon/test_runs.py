@@ -587,3 +587,38 @@ async def test_a_skipped_fire_is_journaled_and_announced(
     )
     assert event.run_context == {"w": 1} and event.started_at == event.finished_at
     assert manager.active() == []
+
+
+async def test_skipped_fires_in_a_row_are_one_journal_entry_and_one_event(
+    make_manager: MakeManager, corpus: Path, tmp_path: Path
+) -> None:
+    """A per-minute agent whose app stays closed: 1,440 skips a day must not each be a
+    run in the journal and an event in the replay window (it keeps 1,000)."""
+    h, manager = await make_manager()
+    h.daemon.registry.sync([agent(corpus)], replace=True)
+    notes = h.daemon.registry.get("notes")
+    assert notes is not None
+    for minute in range(5):
+        await manager.record_skipped(notes, "schedule", f"offline at minute {minute}")
+    (record,) = h.daemon.state.runs("notes")
+    assert record.status == "skipped" and record.errors == ("offline at minute 0",)
+    assert record.detail == {"skipped_fires": 5, "last_reason": "offline at minute 4"}
+    assert record.finished_at is not None and record.finished_at >= record.started_at
+    skips = [e for e in h.daemon.state.events_after(0) if e.type == "run_complete"]
+    assert [e.run_id for e in skips] == [record.run_id]
+
+    # A run in between ends the streak; a manual trigger's skip is its own entry too.
+    await app(h, tmp_path, [agent(corpus)])
+    assert (await finish(h, manager.start("notes", "manual"))).status == "success"
+    await manager.record_skipped(notes, "schedule", "offline again")
+    await manager.record_skipped(notes, "reconnect", "offline during the catch-up")
+    await manager.record_skipped(notes, "reconnect", "offline during the catch-up")
+    runs = h.daemon.state.runs("notes")
+    assert [(r.status, r.trigger) for r in runs] == [
+        ("skipped", "reconnect"),
+        ("skipped", "schedule"),
+        ("success", "manual"),
+        ("skipped", "schedule"),
+    ]
+    assert runs[0].detail == {"skipped_fires": 2, "last_reason": "offline during the catch-up"}
+    assert runs[1].detail is None

@@ -275,6 +275,22 @@ def test_skipped_runs(store: StateStore) -> None:
         store.record_skipped("s1", "a1", "schedule", T0, "again")
 
 
+def test_skipped_runs_in_a_row_coalesce(store: StateStore) -> None:
+    store.record_skipped("s1", "a1", "schedule", T0, "offline at 1")
+    again = store.record_skipped("s2", "a1", "schedule", T0 + timedelta(minutes=1), "offline at 2")
+    assert again.run_id == "s1" and store.run("s2") is None
+    assert (again.started_at, again.finished_at) == (T0, T0 + timedelta(minutes=1))
+    assert again.errors == ("offline at 1",)
+    assert again.detail == {"skipped_fires": 2, "last_reason": "offline at 2"}
+    # another agent, or another trigger, is a new entry
+    assert store.record_skipped("s3", "a2", "schedule", T0, "x").run_id == "s3"
+    assert (
+        store.record_skipped("s4", "a1", "reconnect", T0 + timedelta(minutes=2), "y").run_id == "s4"
+    )
+    assert store.last_finished("a1", include_skipped=True).run_id == "s4"  # type: ignore[union-attr]
+    assert store.last_run_at("a1") is None
+
+
 def test_close_orphaned_runs(store: StateStore) -> None:
     store.start_run("r1", "a1", "schedule", T0)
     store.start_run("r2", "a2", "manual", T0 + timedelta(seconds=1))
