@@ -8,7 +8,9 @@ Rules:
 - Checks: the three directories are writable, ``config.toml`` loads, the keyring
   backend (or the 0600 file fallback, said plainly), the token file's mode, the
   port (free, or our daemon running there and answering), the LLM (configured,
-  and one tiny real call through the product's adapter), cloud accounts, autostart,
+  and one tiny real call through the product's adapter), cloud accounts (a stored
+  refresh token, and one real refresh at the provider unless ``--no-refresh``; a
+  refused one marks the account "needs reconnect" as the next sync would), autostart,
   agents in ``agents.toml`` that are rejected.
 - litellm is imported only by the LLM check (through ``agents.llm``), and only
   when a model is configured.
@@ -24,7 +26,7 @@ import socket
 import stat
 import tempfile
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.config import Config
 from daemon.errors import ConfigError, DaemonError
@@ -32,6 +34,9 @@ from daemon.paths import Paths
 from daemon.runtime import read_runtime
 
 from .common import control_client, env_token, environment, load, load_paths
+
+if TYPE_CHECKING:
+    from daemon.accounts import Accounts
 
 __all__ = ["Checks", "add_arguments", "run"]
 
@@ -64,6 +69,11 @@ class Checks:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-llm-call", action="store_true", help="check the model's settings only")
+    p.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="check that cloud accounts have tokens, without renewing them at the provider",
+    )
     p.set_defaults(handler=run)
 
 
@@ -88,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         _check_port(paths, config, checks)
         _check_llm(paths, config, checks, call=not args.no_llm_call)
     _check_agents(paths, checks)
-    _check_accounts(paths, checks)
+    _check_accounts(paths, config, checks, refresh=not args.no_refresh)
     _check_autostart(paths, checks)
     if checks.failed:
         print(f"{checks.failed} problem(s) found")
@@ -268,9 +278,13 @@ def _check_agents(paths: Paths, checks: Checks) -> None:
     checks.ok(f"agents.toml: {len(accepted)} valid agent(s)")
 
 
-def _check_accounts(paths: Paths, checks: Checks) -> None:
-    """Each connected account has a refresh token to renew its access with, and is not
-    waiting for a new sign-in. (The refresh itself runs at the next sync.)"""
+def _check_accounts(
+    paths: Paths, config: Config | None, checks: Checks, *, refresh: bool = True
+) -> None:
+    """Each connected account is not waiting for a new sign-in, has a refresh token,
+    and (unless ``refresh`` is off) that token still renews its access: one real
+    refresh at the provider's token endpoint, through the daemon's own token manager
+    (its file lock and its saving of a rotated refresh token included)."""
     from daemon.accounts import Accounts
 
     try:
@@ -282,6 +296,7 @@ def _check_accounts(paths: Paths, checks: Checks) -> None:
     if not states:
         checks.ok("cloud accounts: none connected (connect one with: daemon connect google)")
         return
+    renewable = []
     for state in states:
         who = f"cloud account {state.provider} {state.account}"
         reconnect = f"daemon connect {state.provider} --account {state.account}"
@@ -293,8 +308,66 @@ def _check_accounts(paths: Paths, checks: Checks) -> None:
             checks.fail(
                 f"{who} has no refresh token stored (it cannot renew its access)", reconnect
             )
+        elif not refresh or config is None:
+            checks.ok(f"{who}: connected, refresh token stored (not tried)")
         else:
-            checks.ok(f"{who}: connected, refresh token stored")
+            renewable.append((state.provider, state.account, tokens.access_token))
+    if renewable and config is not None:
+        for (provider, account, _), outcome in zip(
+            renewable, asyncio.run(_refresh(paths, config, accounts, renewable)), strict=True
+        ):
+            _report_refresh(accounts, provider, account, outcome, checks)
+
+
+async def _refresh(
+    paths: Paths, config: Config, accounts: Accounts, renewable: list[tuple[str, str, str]]
+) -> list[BaseException | None]:
+    """Refresh each account's access once; None or the exception, in order."""
+    from agents.cloud.oauth import TokenManager
+    from daemon.accounts import cloud_settings
+
+    manager = TokenManager(accounts.vault, cloud_settings(config.cloud), paths.state_dir)
+    outcomes: list[BaseException | None] = []
+    try:
+        for provider, account, access_token in renewable:
+            try:
+                await manager.account(provider, account).refreshed(access_token)
+            except Exception as exc:  # reported by _report_refresh, one line each
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+    finally:
+        await manager.aclose()
+    return outcomes
+
+
+def _report_refresh(
+    accounts: Accounts, provider: str, account: str, outcome: BaseException | None, checks: Checks
+) -> None:
+    from agents.errors import CloudConfigError, CloudUnavailable, NeedsReconnect
+
+    who = f"cloud account {provider} {account}"
+    if outcome is None:
+        checks.ok(f"{who}: connected, its refresh token renewed the access just now")
+    elif isinstance(outcome, NeedsReconnect):
+        # What the next sync would find: say it in `daemon status` and `accounts` too.
+        accounts.mark_needs_reconnect(provider, account, outcome.reason)
+        checks.fail(
+            f"{who}: the provider refused its refresh token ({outcome.reason})",
+            f"daemon connect {provider} --account {account}",
+        )
+    elif isinstance(outcome, CloudConfigError):
+        checks.fail(f"{who}: {outcome}", "set the client id in the [cloud] table of config.toml")
+    elif isinstance(outcome, CloudUnavailable):
+        checks.fail(
+            f"{who}: could not renew its access: {outcome}",
+            "check the network connection and try `daemon doctor` again later",
+        )
+    else:
+        checks.fail(
+            f"{who}: could not renew its access: {type(outcome).__name__}: {outcome}",
+            "see `daemon logs` and try again; if it persists, reconnect the account",
+        )
 
 
 def _check_autostart(paths: Paths, checks: Checks) -> None:

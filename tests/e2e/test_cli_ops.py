@@ -361,9 +361,10 @@ def test_doctor_checks_cloud_accounts(cli: Cli) -> None:
     finally:
         keyring.set_keyring(previous)
     cli.env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
-    result = cli.run("doctor", "--no-llm-call")
-    assert "ok    cloud account google me@example.com: connected, refresh token stored" in (
-        result.stdout
+    result = cli.run("doctor", "--no-llm-call", "--no-refresh")
+    assert (
+        "ok    cloud account google me@example.com: connected, refresh token stored (not tried)"
+        in (result.stdout)
     )
     assert "FAIL  cloud account microsoft me@contoso.com needs a new sign-in (invalid_grant)" in (
         result.stdout
@@ -371,3 +372,78 @@ def test_doctor_checks_cloud_accounts(cli: Cli) -> None:
     assert "fix: daemon connect microsoft --account me@contoso.com" in result.stdout
     assert "r" * 24 not in result.stdout
     assert result.returncode == 1
+
+
+def test_doctor_renews_each_account_once_at_the_provider(cli: Cli) -> None:
+    """The refresh really runs (fake Google and Microsoft token endpoints): a rotated
+    Microsoft refresh token is saved (a second doctor works with it), a revoked one is
+    a FAIL that marks the account, an endpoint that is down is a FAIL that does not."""
+    from daemon.accounts import Accounts
+    from daemon.paths import Paths
+    from tests.support.fake_google import FakeGmail
+    from tests.support.fake_microsoft import FakeGraph
+
+    with FakeGmail() as google, FakeGraph() as microsoft:
+        cli.env.update(
+            {
+                "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",  # the 0600 file
+                "TETHER_GOOGLE_TOKEN_URL": google.url + google.token_path,
+                "TETHER_GOOGLE_CLIENT_ID": google.client_id,
+                "TETHER_MICROSOFT_TOKEN_URL": microsoft.url + microsoft.token_path,
+                "TETHER_MICROSOFT_CLIENT_ID": microsoft.client_id,
+            }
+        )
+        # Stored as `daemon connect` would (the file fallback, as in the doctor's process).
+        code = (
+            "import json, sys\n"
+            "from pathlib import Path\n"
+            "from daemon.accounts import Accounts\n"
+            "from daemon.paths import Paths\n"
+            "accounts = Accounts(Paths.under(Path(sys.argv[1])).ensure())\n"
+            "for kind, account, tokens in json.loads(sys.argv[2]):\n"
+            "    accounts.put_credentials(kind, account, tokens)\n"
+        )
+        google_tokens = google.issue_tokens("me@example.com")
+        microsoft_tokens = microsoft.issue_tokens("me@contoso.com")
+        bundles = [
+            ["gmail", "me@example.com", google_tokens],
+            ["outlook", "me@contoso.com", microsoft_tokens],
+        ]
+        stored = cli.python(code, str(cli.home), json.dumps(bundles))
+        assert stored.returncode == 0, stored.stderr
+
+        first = cli.run("doctor", "--no-llm-call", timeout=60)
+        assert (
+            "ok    cloud account google me@example.com: connected, its refresh token renewed"
+            in (first.stdout)
+        )
+        assert (
+            "ok    cloud account microsoft me@contoso.com: connected, its refresh token renewed"
+            in (first.stdout)
+        )
+        assert (google.refresh_count, microsoft.refresh_count) == (1, 1)
+        # Microsoft rotated the refresh token: the old one is dead, the saved one works.
+        second = cli.run("doctor", "--no-llm-call", timeout=60)
+        assert "microsoft me@contoso.com: connected, its refresh token renewed" in second.stdout
+        assert microsoft.refresh_count == 2
+
+        google.revoke()
+        microsoft.fail(
+            microsoft.token_path, 503, {"error": "temporarily_unavailable"}, method="POST"
+        )
+        third = cli.run("doctor", "--no-llm-call", timeout=60)
+        assert third.returncode == 1
+        assert (
+            "FAIL  cloud account google me@example.com: the provider refused its refresh token "
+            "(invalid_grant)" in third.stdout
+        )
+        assert "fix: daemon connect google --account me@example.com" in third.stdout
+        assert (
+            "FAIL  cloud account microsoft me@contoso.com: could not renew its access: the "
+            "microsoft token endpoint is unavailable (HTTP 503)" in third.stdout
+        )
+        for tokens in (google_tokens, microsoft_tokens):
+            assert tokens["refresh_token"] not in third.stdout + first.stdout + second.stdout
+        states = {s.provider: s for s in Accounts(Paths.under(cli.home)).list()}
+        assert states["google"].state == "needs_reconnect"
+        assert states["microsoft"].state != "needs_reconnect"  # down is not refused
