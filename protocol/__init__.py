@@ -11,8 +11,9 @@ models (about a third of ``daemon status``'s start-up).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from protocol.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .codec import decode, encode
@@ -33,21 +34,17 @@ __all__ = [
 ]
 
 _HOME = {
-    "decode": "codec",
-    "encode": "codec",
-    "BadFrame": "errors",
-    "CloseCode": "errors",
-    "ErrorCode": "errors",
-    "ProtocolError": "errors",
-    "StorageError": "errors",
-    "UnknownType": "errors",
-    "PROTOCOL_VERSION": "frames",
-    "SUPPORTED_PROTOCOLS": "frames",
+    "decode": ".codec",
+    "encode": ".codec",
+    "BadFrame": ".errors",
+    "CloseCode": ".errors",
+    "ErrorCode": ".errors",
+    "ProtocolError": ".errors",
+    "StorageError": ".errors",
+    "UnknownType": ".errors",
+    "PROTOCOL_VERSION": ".frames",
+    "SUPPORTED_PROTOCOLS": ".frames",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_names(__name__, _HOME)

@@ -11,8 +11,9 @@ the control client does not import the SQLite store.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from protocol.lazy import lazy_names
 
 if TYPE_CHECKING:
     from protocol.errors import ClientError, ConnectionLost, HandshakeRefused, RequestFailed
@@ -48,8 +49,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_names(__name__, _HOME)

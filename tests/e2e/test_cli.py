@@ -266,18 +266,19 @@ _NO_LITELLM = (
 )
 
 
-def _litellm_report(result: subprocess.CompletedProcess[str]) -> list[str]:
-    line = [ln for ln in result.stderr.splitlines() if ln.startswith("LITELLM ")]
+def _report(result: subprocess.CompletedProcess[str], tag: str = "LITELLM") -> list[str]:
+    """The words after ``tag`` in the script's report line on stderr."""
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith(tag + " ")]
     assert line, result.stderr
     return line[-1].split()[1:]
 
 
 def test_schema_and_status_do_not_import_litellm(cli: Cli) -> None:
     schema = cli.python(_NO_LITELLM, "schema")
-    assert _litellm_report(schema) == ["False", "False", "0"]
+    assert _report(schema) == ["False", "False", "0"]
     assert json.loads(schema.stdout)["title"].startswith("Tether wire protocol")
     status = cli.python(_NO_LITELLM, "status")
-    assert _litellm_report(status) == ["False", "False", "3"]
+    assert _report(status) == ["False", "False", "3"]
     for verb, code in (
         (["logs"], "0"),
         (["autostart", "status"], "1"),  # not enabled
@@ -286,32 +287,25 @@ def test_schema_and_status_do_not_import_litellm(cli: Cli) -> None:
         (["runs"], "0"),
     ):
         result = cli.python(_NO_LITELLM, *verb)
-        assert _litellm_report(result) == ["False", "False", code], (verb, result.stderr)
+        assert _report(result) == ["False", "False", code], (verb, result.stderr)
 
 
 @posix_only
 def test_status_of_a_running_daemon_does_not_import_litellm(cli: Cli) -> None:
     proc = cli.start()
     status = cli.python(_NO_LITELLM, "status")
-    assert _litellm_report(status) == ["False", "False", "0"]
+    assert _report(status) == ["False", "False", "0"]
     assert f"port {proc.port}" in status.stdout
     assert proc.stop() == 0
 
 
-_MODULES_OF_A_VERB = (
-    "import sys\n"
-    "from daemon.cli import main\n"
-    "rc = main(sys.argv[1:])\n"
+_MODULES_OF_A_VERB = _NO_LITELLM + (
     "loaded = sorted(m for m in sys.modules if m.startswith('daemon.cli.'))\n"
-    "heavy = sorted(m for m in ('sqlite3', 'pydantic', 'protocol.frames', 'protocol.reference.sqlite_store', 'daemon.state') if m in sys.modules)\n"
+    "heavy = ('sqlite3', 'pydantic', 'protocol.frames', 'protocol.reference.sqlite_store',"
+    " 'daemon.state')\n"
+    "heavy = sorted(m for m in heavy if m in sys.modules)\n"
     "print('MODULES', rc, ','.join(loaded) or '-', ','.join(heavy) or '-', file=sys.stderr)\n"
 )
-
-
-def _modules_report(result: subprocess.CompletedProcess[str]) -> list[str]:
-    line = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES ")]
-    assert line, result.stderr
-    return line[-1].split()[1:]
 
 
 @posix_only
@@ -321,7 +315,7 @@ def test_a_verb_imports_its_own_module_only(cli: Cli) -> None:
     proc = cli.start()
     status = cli.python(_MODULES_OF_A_VERB, "--debug", "status")
     assert f"port {proc.port}" in status.stdout
-    assert _modules_report(status) == [
+    assert _report(status, "MODULES") == [
         "0",
         "daemon.cli.common,daemon.cli.status",
         "protocol.frames,pydantic",  # the status frame itself

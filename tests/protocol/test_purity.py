@@ -17,6 +17,7 @@ PURE_MODULES = (
     "protocol.codec",
     "protocol.errors",
     "protocol.frames",
+    "protocol.lazy",
     "protocol.schema",
     "protocol.storage",
 )
