@@ -299,12 +299,18 @@ def test_status_of_a_running_daemon_does_not_import_litellm(cli: Cli) -> None:
     assert proc.stop() == 0
 
 
-_MODULES_OF_A_VERB = _NO_LITELLM + (
-    "loaded = sorted(m for m in sys.modules if m.startswith('daemon.cli.'))\n"
-    "heavy = ('sqlite3', 'pydantic', 'protocol.frames', 'protocol.reference.sqlite_store',"
-    " 'daemon.state')\n"
-    "heavy = sorted(m for m in heavy if m in sys.modules)\n"
-    "print('MODULES', rc, ','.join(loaded) or '-', ','.join(heavy) or '-', file=sys.stderr)\n"
+# (what the interpreter loaded first, e.g. coverage's sqlite3 under the README's
+# command, is not the verb's)
+_MODULES_OF_A_VERB = (
+    "import sys\nbefore = set(sys.modules)\n"
+    + _NO_LITELLM
+    + (
+        "loaded = sorted(m for m in sys.modules if m.startswith('daemon.cli.'))\n"
+        "heavy = ('sqlite3', 'pydantic', 'protocol.frames', 'protocol.reference.sqlite_store',"
+        " 'daemon.state')\n"
+        "heavy = sorted(m for m in heavy if m in sys.modules and m not in before)\n"
+        "print('MODULES', rc, ','.join(loaded) or '-', ','.join(heavy) or '-', file=sys.stderr)\n"
+    )
 )
 
 

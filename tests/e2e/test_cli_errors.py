@@ -72,8 +72,8 @@ def test_runs_into_a_closed_pipe_exits_141_with_one_line(cli: Cli) -> None:
     cli.home.joinpath("state").mkdir(parents=True)
     now = datetime.now(UTC)
     with StateStore.open(cli.home / "state" / "state.db") as state:
-        for _ in range(3000):  # far more than a pipe buffer holds
-            state.record_skipped(uuid.uuid4().hex, "notes", "schedule", now, "device offline")
+        for i in range(3000):  # far more than a pipe buffer holds (one agent's would coalesce)
+            state.record_skipped(uuid.uuid4().hex, f"agent-{i}", "schedule", now, "device offline")
     stderr_path = cli.tmp / "runs.stderr"
     with stderr_path.open("w") as stderr:
         popen = subprocess.Popen(
