@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.config import Config, Settings, paths_from_env, token_from_env
+from daemon.config import Settings, paths_from_env, token_from_env
 from daemon.config import load_settings as _load_settings
 from daemon.errors import DaemonError, NotRunning
 from daemon.paths import Paths
-from daemon.runtime import read_runtime
+from daemon.runtime import RuntimeInfo, read_runtime
 
-__all__ = ["control_client", "env_token", "load", "load_paths", "load_settings"]
+if TYPE_CHECKING:  # built on first use (daemon.config_tables): status needs none
+    from daemon.config import Config
+
+__all__ = [
+    "control_client",
+    "endpoint",
+    "env_token",
+    "load",
+    "load_paths",
+    "load_settings",
+    "token_refused",
+]
 
 
 def _environment() -> Mapping[str, str]:
@@ -59,11 +70,9 @@ def load(overrides: dict[str, Any] | None = None) -> tuple[Paths, Config]:
     return settings.paths, settings.config
 
 
-async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
-    """A connected control session to the running daemon (``ProtocolClient``)."""
-    from protocol.errors import CloseCode
-    from protocol.reference import HandshakeRefused, ProtocolClient
-
+def endpoint(paths: Paths) -> tuple[str, str | None, RuntimeInfo]:
+    """The running daemon's URL, the token to show it and its runtime file, or
+    ``NotRunning``. Shared by :func:`control_client` and ``oneshot.ask``."""
     info = read_runtime(paths)
     if info is None:
         raise NotRunning("the tether daemon is not running (start it with: daemon run)")
@@ -71,8 +80,26 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     if ":" in host:
         host = f"[{host}]"
     token = token_from_env(_environment()) or _read_token(paths)
+    return f"ws://{host}:{info.port}/", token, info
+
+
+def token_refused(info: RuntimeInfo) -> DaemonError:
+    """The daemon answered 401/4401 to the CLI's token: say what to do."""
+    return DaemonError(
+        f"the daemon is running (pid {info.pid}, port {info.port}) but refused the "
+        "CLI's pairing token; if the app started it with TETHER_TOKEN, set the same "
+        "TETHER_TOKEN here"
+    )
+
+
+async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
+    """A connected control session to the running daemon (``ProtocolClient``)."""
+    from protocol.errors import CloseCode
+    from protocol.reference import HandshakeRefused, ProtocolClient
+
+    url, token, info = endpoint(paths)
     client = ProtocolClient(
-        f"ws://{host}:{info.port}/",
+        url,
         token,
         client_name="tether-cli",
         subscribe=subscribe,
@@ -82,11 +109,7 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
         await client.connect()
     except HandshakeRefused as exc:
         if exc.code == CloseCode.UNAUTHORIZED or exc.status == 401:
-            raise DaemonError(
-                f"the daemon is running (pid {info.pid}, port {info.port}) but refused the "
-                "CLI's pairing token; if the app started it with TETHER_TOKEN, set the same "
-                "TETHER_TOKEN here"
-            ) from None
+            raise token_refused(info) from None
         raise NotRunning(f"the daemon at port {info.port} refused the CLI: {exc}") from None
     except OSError as exc:
         raise NotRunning(f"cannot reach the daemon at port {info.port}: {exc}") from None

@@ -68,14 +68,44 @@ class Timed:
     code: int
 
 
-def timed(argv: list[str], env: dict[str, str]) -> Timed:
-    """Run a command to its end: wall time, CPU time and peak RSS from wait4."""
+# Runs each timed command from a bare interpreter: Linux counts the spawning process's
+# memory at exec() in the child's peak RSS (ru_maxrss), so spawning from this process
+# (over 40 MB by then) would report its size instead of the command's.
+_SPAWNER = """
+import json, os, sys, time
+for line in sys.stdin:
+    argv, env = json.loads(line)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+        (os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)])
+    os.close(devnull)
+    _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Timed(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    print(json.dumps([wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+                      os.waitstatus_to_exitcode(status)]), flush=True)
+"""
+
+
+class Spawner:
+    """A bare interpreter that runs commands and reports wall, CPU and peak RSS (wait4)."""
+
+    def __init__(self, python: str) -> None:
+        self._proc = subprocess.Popen(
+            [python, "-c", _SPAWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def timed(self, argv: list[str], env: dict[str, str]) -> Timed:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps([argv, env]) + "\n")
+        self._proc.stdin.flush()
+        wall, cpu, maxrss_kb, code = json.loads(self._proc.stdout.readline())
+        return Timed(wall, cpu, maxrss_kb / 1024, code)
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(10)
 
 
 def bare_rss(python: str) -> int:
@@ -159,6 +189,7 @@ async def run_and_chat(daemon: Daemon, db: Path, folder: Path) -> tuple[int, int
     await client.connect()
     try:
         ack = await client.trigger("bench")
+        assert ack.run_id is not None
         done = await client.wait_run(ack.run_id, timeout=TIMEOUT_S)
         if done.status != "success" or done.items_created == 0:
             raise RuntimeError(f"the run did not succeed: {done.status} {done.errors}")
@@ -246,16 +277,20 @@ def main() -> int:
                 "import daemon": [python, "-c", "import daemon"],
                 "python -c pass": [python, "-c", "pass"],
             }
-            for name, argv in commands.items():  # warm-up: the page cache, .pyc files
-                first = timed(argv, env)
-                if first.code != 0:
-                    raise RuntimeError(f"{name} exited {first.code}")
-            for _ in range(args.runs):
-                for name, argv in commands.items():
-                    t = timed(argv, env)
-                    walls.setdefault(name, []).append(t.wall_s)
-                    cpus.setdefault(name, []).append(t.cpu_s)
-                    peaks.setdefault(name, []).append(t.peak_mb)
+            spawner = Spawner(python)
+            try:
+                for name, argv in commands.items():  # warm-up: the page cache, .pyc files
+                    first = spawner.timed(argv, env)
+                    if first.code != 0:
+                        raise RuntimeError(f"{name} exited {first.code}")
+                for _ in range(args.runs):
+                    for name, argv in commands.items():
+                        t = spawner.timed(argv, env)
+                        walls.setdefault(name, []).append(t.wall_s)
+                        cpus.setdefault(name, []).append(t.cpu_s)
+                        peaks.setdefault(name, []).append(t.peak_mb)
+            finally:
+                spawner.close()
         finally:
             daemon.stop()
 

@@ -317,14 +317,15 @@ _MODULES_OF_A_VERB = (
 @posix_only
 def test_a_verb_imports_its_own_module_only(cli: Cli) -> None:
     """Start-up time of ``daemon status`` (footprint bench): the CLI imports the verb
-    being run, not the fifteen others, and status needs no SQLite and no store."""
+    being run, not the fifteen others, and status needs no SQLite, no store and no
+    pydantic (``daemon.cli.oneshot``)."""
     proc = cli.start()
     status = cli.python(_MODULES_OF_A_VERB, "--debug", "status")
     assert f"port {proc.port}" in status.stdout
     assert _report(status, "MODULES") == [
         "0",
-        "daemon.cli.common,daemon.cli.status",
-        "protocol.frames,pydantic",  # the status frame itself
+        "daemon.cli.common,daemon.cli.oneshot,daemon.cli.status",
+        "-",  # plain JSON over a blocking socket: no models, no SQLite
     ]
     assert proc.stop() == 0
 

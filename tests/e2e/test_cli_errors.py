@@ -168,3 +168,15 @@ async def test_trigger_wait_timeout_says_the_run_goes_on_and_how_to_cancel(
         finally:
             await app.close()
             proc.stop()
+
+
+@posix_only
+def test_status_with_a_wrong_token_says_what_to_do(cli: Cli) -> None:
+    proc = cli.start()
+    env = {**cli.env, "TETHER_TOKEN": "not-the-token-at-all"}
+    result = cli.run("status", env=env)
+    assert result.returncode == 1
+    line = one_clear_line(result.stderr)
+    assert f"running (pid {proc.pid}, port {proc.port}) but refused the CLI's pairing token" in line
+    assert "TETHER_TOKEN" in line
+    assert proc.stop() == 0

@@ -1,0 +1,104 @@
+"""One request to the running daemon, blocking, for verbs that must start fast.
+
+``daemon status`` is what scripts, panels and a worried user run again and again; the
+full control client (``protocol.reference.ProtocolClient``: asyncio, every frame as a
+pydantic model) costs about 0.2 s of imports before the first byte is sent. This
+module speaks the same protocol with ``websockets.sync`` and plain JSON: connect with
+the token, ``control_hello`` without a subscription, one request, the answer with its
+id, close. Nothing else.
+
+Rules:
+
+- Same endpoint, token and errors as :func:`daemon.cli.common.control_client`
+  (:func:`~daemon.cli.common.endpoint`): not running -> ``NotRunning``; the token
+  refused -> ``DaemonError`` saying what to do; an ``error`` answer ->
+  ``RequestFailed``; no answer within ``timeout`` -> ``DaemonError``.
+- Frames are the protocol's own JSON; tests decode what this sends with
+  ``protocol.codec`` and compare the answer with the full client's.
+- The answer is the frame as the daemon sent it (a ``dict``): the caller reads it
+  without building models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from daemon import __version__
+from daemon.errors import DaemonError, NotRunning
+from daemon.paths import Paths
+from protocol.errors import CloseCode, RequestFailed
+
+from .common import endpoint, token_refused
+
+__all__ = ["ask"]
+
+PROTOCOL = 1  # protocol.frames.PROTOCOL_VERSION (a test keeps them equal)
+
+
+def ask(paths: Paths, request: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
+    """Send ``request`` (its ``id`` is set here) in a fresh control session and return
+    the daemon's answer to it."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.sync.client import connect
+
+    url, token, info = endpoint(paths)
+    request = {**request, "id": request.get("id") or f"cli-{os.urandom(6).hex()}"}
+    hello: dict[str, Any] = {
+        "type": "control_hello",
+        "protocol": PROTOCOL,
+        "client": {"name": "tether-cli", "version": __version__},
+        "subscribe": False,
+    }
+    if token is not None:
+        hello["token"] = token
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    deadline = time.monotonic() + timeout
+    try:
+        with connect(url, additional_headers=headers, open_timeout=timeout, compression=None) as ws:
+            ws.send(json.dumps(hello))
+            first = _receive(ws, deadline)
+            if first.get("type") != "hello_ack":
+                raise _refused(first, info.port)
+            ws.send(json.dumps(request))
+            while True:
+                frame = _receive(ws, deadline)
+                if frame.get("id") != request["id"]:
+                    continue  # a heartbeat or anything else that is not the answer
+                if frame.get("type") == "error":
+                    raise RequestFailed(
+                        str(frame.get("code", "internal")), str(frame.get("message", ""))
+                    )
+                return frame
+    except InvalidStatus as exc:
+        if exc.response.status_code == 401:
+            raise token_refused(info) from None
+        raise NotRunning(f"the daemon at port {info.port} refused the CLI: {exc}") from None
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd is not None else None
+        if code == CloseCode.UNAUTHORIZED:
+            raise token_refused(info) from None
+        raise DaemonError(
+            f"the daemon at port {info.port} closed the connection ({code or 'no code'})"
+        ) from None
+    except (OSError, InvalidHandshake) as exc:
+        raise NotRunning(f"cannot reach the daemon at port {info.port}: {exc}") from None
+
+
+def _receive(ws: Any, deadline: float) -> dict[str, Any]:
+    remaining = deadline - time.monotonic()
+    try:
+        message = ws.recv(timeout=max(remaining, 0.0))
+    except TimeoutError:
+        raise DaemonError("the daemon did not answer in time; `daemon logs` may say why") from None
+    frame = json.loads(message)
+    if not isinstance(frame, dict):
+        raise DaemonError("the daemon sent something that is not a frame")
+    return frame
+
+
+def _refused(frame: dict[str, Any], port: int) -> DaemonError:
+    what = frame.get("message") or frame.get("code") or frame.get("type")
+    return DaemonError(f"the daemon at port {port} did not accept the CLI: {what}")
