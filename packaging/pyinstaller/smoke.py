@@ -9,7 +9,7 @@ the source tree; everything else is the frozen executable, each step a real proc
    the test model as ``openai/office``, an ``agents.toml`` with one local_directory
    agent over a folder holding one marker line) prints its ready line.
 3. A hello from the reference client (a control session) is answered, and
-   ``status`` lists the agent.
+   ``status`` lists the agent; so does the frozen ``daemon status``.
 4. ``daemon dev-client --db app.db`` (the frozen stand-in app) connects as the device.
 5. ``daemon trigger smoke --wait`` exits 0 after a successful run: litellm in the
    frozen build called the test model with the agent's tools, the model called
@@ -199,6 +199,15 @@ def smoke(exe: Path, tmp: Path) -> None:
             if ids != ["smoke"]:
                 raise SmokeFailed(f"status lists agents {ids}, expected ['smoke']")
             step("hello from the reference client; status lists the agent")
+
+            frozen = subprocess.run(
+                [str(exe), "status"], env=env, capture_output=True, text=True, timeout=30
+            )
+            if frozen.returncode != 0 or "smoke" not in frozen.stdout:
+                raise SmokeFailed(
+                    f"daemon status: exit {frozen.returncode}: {frozen.stdout}{frozen.stderr}"
+                )
+            step("daemon status (the CLI's blocking client) lists the agent")
 
             db = tmp / "app.db"
             client = Process([str(exe), "dev-client", "--db", str(db)], env, tmp / "client.err")
