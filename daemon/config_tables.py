@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agents.cloud.settings import CloudSettings
 from agents.limits import RunLimits
 
 __all__ = [
@@ -86,16 +87,17 @@ class RunsConfig(_Section):
 class CloudConfig(_Section):
     """The ``[cloud]`` table: Gmail/Graph endpoints and the OAuth clients (issue 12)."""
 
-    gmail_api_base: str = "https://gmail.googleapis.com/gmail/v1"
-    graph_api_base: str = "https://graph.microsoft.com/v1.0"
-    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
-    google_token_url: str = "https://oauth2.googleapis.com/token"
-    microsoft_auth_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
-    microsoft_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+    # The defaults live once, in the agents-side settings (as RunLimits' do above).
+    gmail_api_base: str = CloudSettings.gmail_api_base
+    graph_api_base: str = CloudSettings.graph_api_base
+    google_auth_url: str = CloudSettings.google_auth_url
+    google_token_url: str = CloudSettings.google_token_url
+    microsoft_auth_url: str = CloudSettings.microsoft_auth_url
+    microsoft_token_url: str = CloudSettings.microsoft_token_url
     google_client_id: str | None = None
     google_client_secret: str | None = Field(default=None, repr=False)
     microsoft_client_id: str | None = None
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=CloudSettings.timeout_s, gt=0)
     max_attachment_bytes: int = Field(default=10 * MiB, ge=0)
 
 

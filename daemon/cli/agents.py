@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import control_client, load
+from .common import fetch_status, load
 
 if TYPE_CHECKING:
-    from daemon.paths import Paths
-    from protocol.frames import RejectedAgent, Status
+    from protocol.frames import RejectedAgent
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,7 +87,7 @@ def _rejected() -> list[RejectedAgent]:
     paths, _ = load()
     if read_runtime(paths) is not None:
         try:
-            status = asyncio.run(_status(paths))
+            status = asyncio.run(fetch_status(paths))
         except DaemonError:
             pass
         else:
@@ -97,12 +96,3 @@ def _rejected() -> list[RejectedAgent]:
         return load_agents_toml(paths.agents_toml, protected=paths.protected())[1]
     except ConfigError as exc:
         return [RejectedAgent(id=None, errors=[str(exc)])]
-
-
-async def _status(paths: Paths) -> Status:
-    client = await control_client(paths)
-    try:
-        status: Status = await client.status()
-        return status
-    finally:
-        await client.close()

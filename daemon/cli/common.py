@@ -26,6 +26,7 @@ __all__ = [
     "control_client",
     "endpoint",
     "env_token",
+    "fetch_status",
     "load",
     "load_paths",
     "load_settings",
@@ -114,3 +115,12 @@ async def control_client(paths: Paths, *, subscribe: bool = False) -> Any:
     except OSError as exc:
         raise NotRunning(f"cannot reach the daemon at port {info.port}: {exc}") from None
     return client
+
+
+async def fetch_status(paths: Paths) -> Any:
+    """The running daemon's ``status`` frame through the full client (``Status``)."""
+    client = await control_client(paths)
+    try:
+        return await client.status()
+    finally:
+        await client.close()

@@ -26,14 +26,14 @@ import socket
 import stat
 import tempfile
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from daemon.config import Config
 from daemon.errors import ConfigError, DaemonError
 from daemon.paths import Paths
 from daemon.runtime import read_runtime
 
-from .common import control_client, env_token, environment, load, load_paths
+from .common import env_token, environment, fetch_status, load, load_paths
 
 if TYPE_CHECKING:
     from daemon.accounts import Accounts
@@ -172,7 +172,7 @@ def _check_port(paths: Paths, config: Config, checks: Checks) -> None:
     info = read_runtime(paths)
     if info is not None:
         try:
-            status = asyncio.run(_ping(paths))
+            status = asyncio.run(fetch_status(paths))
         except DaemonError as exc:
             checks.fail(
                 f"daemon: pid {info.pid} (port {info.port}) does not answer: {exc}",
@@ -201,14 +201,6 @@ def _check_port(paths: Paths, config: Config, checks: Checks) -> None:
             )
             return
     checks.ok(f"port {config.port} on {config.host} is free (daemon not running)")
-
-
-async def _ping(paths: Paths) -> Any:
-    client = await control_client(paths)
-    try:
-        return await client.status()
-    finally:
-        await client.close()
 
 
 def _check_llm(paths: Paths, config: Config, checks: Checks, *, call: bool) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.common import control_client
+from daemon.cli.common import fetch_status
 from daemon.cli.oneshot import PROTOCOL, ask
 from daemon.errors import DaemonError, NotRunning
 from daemon.paths import Paths
@@ -57,15 +57,6 @@ def test_it_speaks_the_protocol_version_of_the_frames() -> None:
     assert PROTOCOL == PROTOCOL_VERSION
 
 
-async def _full_status(paths: Paths) -> Status:
-    client = await control_client(paths)
-    try:
-        status: Status = await client.status()
-        return status
-    finally:
-        await client.close()
-
-
 @posix_only
 def test_its_status_is_the_full_clients(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
@@ -77,7 +68,8 @@ def test_its_status_is_the_full_clients(cli: Cli, tmp_path: Path) -> None:
     answer = ask(paths, {"type": "status_request"})
     frame = decode(json.dumps(answer))  # the daemon's own frame, whole
     assert isinstance(frame, Status) and answer["id"].startswith("cli-")
-    full = asyncio.run(_full_status(paths))
+    full = asyncio.run(fetch_status(paths))
+    assert isinstance(full, Status)
     assert frame.model_dump(exclude={"id"}) == full.model_dump(exclude={"id"})
     assert [a.id for a in full.agents] == ["notes"], full.rejected_agents
     assert [r.id for r in full.rejected_agents] == ["broken"]
