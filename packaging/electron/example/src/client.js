@@ -182,7 +182,8 @@ export class TetherClient extends EventEmitter {
    * save them with agents_sync when the user applies them). A daemon `error` answer
    * (not_found when expired or cancelled, busy, internal when the model failed)
    * rejects with a DaemonError. `onStart` gets the first message, whose session_id
-   * `cancelJourney` takes.
+   * `cancelJourney` takes. When `answer` throws (the user closed the dialog) or a reply
+   * fails, the journey is cancelled on the daemon before the promise rejects.
    * @param {{kind: string, agentId?: string,
    *          answer: (question: JourneyMessage) => string | Promise<string>,
    *          onStart?: (first: JourneyMessage) => void}} options
@@ -190,9 +191,17 @@ export class TetherClient extends EventEmitter {
    */
   async journey({ kind, agentId, answer, onStart }) {
     let step = await this.journeyStart(kind, { agentId });
-    onStart?.(step);
-    while (!step.done) step = await this.journeyReply(step.session_id, await answer(step));
-    return step;
+    const sessionId = step.session_id;
+    try {
+      onStart?.(step);
+      while (!step.done) step = await this.journeyReply(sessionId, await answer(step));
+      return step;
+    } catch (e) {
+      // Free the daemon's session at once rather than after 30 idle minutes (it may be
+      // gone already: not_found, or the socket closed; either way nothing is left to do).
+      await this.cancelJourney(sessionId).catch(() => {});
+      throw e;
+    }
   }
 
   /**

@@ -320,6 +320,17 @@ describe("agent-setup journeys against the real daemon", { concurrency: true }, 
       (e) => e instanceof DaemonError && e.code === "not_found");
     await assert.rejects(app.client.cancelJourney(first.session_id),
       (e) => e instanceof DaemonError && e.code === "not_found");
+    // The user closes the dialog: journey() cancels the journey on the daemon.
+    /** @type {string | undefined} */
+    let sessionId;
+    await assert.rejects(app.client.journey({
+      kind: "local_directory",
+      onStart: (start) => (sessionId = start.session_id),
+      answer: () => Promise.reject(new Error("dialog closed")),
+    }), /dialog closed/);
+    assert.ok(sessionId);
+    await assert.rejects(app.client.cancelJourney(sessionId),
+      (e) => e instanceof DaemonError && e.code === "not_found", "already cancelled by journey()");
     await assert.rejects(app.client.journeyStart("fax"),
       (e) => e instanceof DaemonError && e.code === "bad_request" && /fax/.test(e.message));
   });
