@@ -103,15 +103,22 @@ function daemonEnv(extra = {}) {
 }
 
 /**
- * Poll until `check()` is true (no timing is asserted: the test's own timeout is the
- * only limit). For work the daemon does after a chat has ended, such as embedding.
- * @param {() => boolean} check @param {() => string} explain
+ * Resolve once `check()` holds, looking again after every tool call the client serves
+ * (for work the daemon does after a chat has ended, such as embedding its notes). No
+ * timer: the test's own timeout is the only limit.
+ * @param {import("../src/client.js").TetherClient} client @param {() => boolean} check
+ * @returns {Promise<void>}
  */
-async function eventually(check, explain) {
-  for (let i = 0; !check(); i++) {
-    if (i > 1200) assert.fail(`still not true after 60 s: ${explain()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+function afterToolCalls(client, check) {
+  return new Promise((resolve) => {
+    const look = () => {
+      if (!check()) return;
+      client.off("tool_call", look);
+      resolve();
+    };
+    client.on("tool_call", look);
+    look();
+  });
 }
 
 /**
@@ -372,8 +379,7 @@ describe("vectors and core memory against the real daemon", { concurrency: true 
       // The new note (after the chat) and the one the app had before (the background
       // pass after the hello) are embedded and sent with vector_upsert.
       const index = store.vectors.entries;
-      await eventually(() => index.has(id) && index.has(String(before.id)),
-        () => `indexed: ${JSON.stringify([...index.keys()])}, calls: ${store.calls.map((c) => c.action).join(" ")}`);
+      await afterToolCalls(app.client, () => index.has(id) && index.has(String(before.id)));
       const upserts = store.calls.filter((c) => c.action === "vector_upsert");
       assert.ok(upserts.some((c) => c.data?.id === id), "the chat's note came by vector_upsert");
       const entry = /** @type {{content: string, vector: number[]}} */ (index.get(id));
