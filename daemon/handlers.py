@@ -250,7 +250,7 @@ class FrameHandlers:
             device_online=bool(server.devices),
             devices=sorted(server.devices),
             device_details=[self._device_status(server.devices[d]) for d in sorted(server.devices)],
-            daemon=DaemonInfo(version=__version__, pid=server.pid, port=server.port),
+            daemon=DaemonInfo(name="tether", version=__version__, pid=server.pid, port=server.port),
             rejected_agents=parts.registry.rejected(),
             accounts=[account_info(a, time.time()) for a in parts.accounts.list()],
         )

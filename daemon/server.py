@@ -468,7 +468,9 @@ class Server:
             ack = HelloAck(
                 protocol=choose_protocol(hello.protocol) or 1,
                 session_id=session.session_id,
-                daemon=DaemonInfo(version=self.version, pid=self.pid, port=self.port),
+                daemon=DaemonInfo(
+                    name="tether", version=self.version, pid=self.pid, port=self.port
+                ),
                 heartbeat_s=self.config.heartbeat_s,
                 features=FEATURES,
             )

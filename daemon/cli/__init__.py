@@ -75,7 +75,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "connect": ("connect", "sign in to a Google or Microsoft account"),
     "accounts": ("accounts", "list or remove connected Google/Microsoft accounts"),
     "autostart": ("autostart", "start the daemon with your session (opt-in)"),
-    "doctor": ("doctor", "check paths, keyring, token, port, LLM, autostart"),
+    "doctor": ("doctor", "check paths, keyring, token, port, LLM, cloud accounts, autostart"),
     "schema": ("schema", "print the protocol's JSON Schema"),
     "dev-client": ("dev_client", "run the reference client against the running daemon"),
 }

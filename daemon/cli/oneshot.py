@@ -10,9 +10,11 @@ id, close. Nothing else.
 Rules:
 
 - Same endpoint, token and errors as :func:`daemon.cli.common.control_client`
-  (:func:`~daemon.cli.common.endpoint`): not running -> ``NotRunning``; the token
-  refused -> ``DaemonError`` saying what to do; an ``error`` answer ->
-  ``RequestFailed``; no answer within ``timeout`` -> ``DaemonError``.
+  (:func:`~daemon.cli.common.endpoint`): not running or nothing listening ->
+  ``NotRunning``; the token refused (401 at the upgrade, or ``unauthorized`` and 4401
+  after the hello) -> ``DaemonError`` saying what to do; an ``error`` answer ->
+  ``RequestFailed``; no answer within ``timeout`` (a stopped or stuck process) or a
+  reply that is not a frame -> ``DaemonError``.
 - Frames are the protocol's own JSON; tests decode what this sends with
   ``protocol.codec`` and compare the answer with the full client's.
 - The answer is the frame as the daemon sent it (a ``dict``): the caller reads it
@@ -57,9 +59,18 @@ def ask(paths: Paths, request: dict[str, Any], *, timeout: float = 10.0) -> dict
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
     deadline = time.monotonic() + timeout
     try:
-        with connect(url, additional_headers=headers, open_timeout=timeout, compression=None) as ws:
+        with connect(
+            url,
+            additional_headers=headers,
+            open_timeout=timeout,
+            compression=None,
+            max_size=None,  # a status with many agents may pass 1 MiB (the daemon caps frames)
+            proxy=None,  # loopback: never through an http_proxy from the environment
+        ) as ws:
             ws.send(json.dumps(hello))
             first = _receive(ws, deadline)
+            if first.get("type") == "error" and first.get("code") == "unauthorized":
+                raise token_refused(info)  # e.g. no token file: the app gave TETHER_TOKEN
             if first.get("type") != "hello_ack":
                 raise _refused(first, info.port)
             ws.send(json.dumps(request))
@@ -83,20 +94,29 @@ def ask(paths: Paths, request: dict[str, Any], *, timeout: float = 10.0) -> dict
         raise DaemonError(
             f"the daemon at port {info.port} closed the connection ({code or 'no code'})"
         ) from None
+    except TimeoutError:  # the port is open (the handshake began) but nobody answers
+        raise _no_answer(info.pid, info.port, timeout) from None
     except (OSError, InvalidHandshake) as exc:
         raise NotRunning(f"cannot reach the daemon at port {info.port}: {exc}") from None
 
 
 def _receive(ws: Any, deadline: float) -> dict[str, Any]:
     remaining = deadline - time.monotonic()
+    message = ws.recv(timeout=max(remaining, 0.0))  # TimeoutError: see ask()
     try:
-        message = ws.recv(timeout=max(remaining, 0.0))
-    except TimeoutError:
-        raise DaemonError("the daemon did not answer in time; `daemon logs` may say why") from None
-    frame = json.loads(message)
+        frame = json.loads(message)
+    except ValueError:
+        frame = None
     if not isinstance(frame, dict):
-        raise DaemonError("the daemon sent something that is not a frame")
+        raise DaemonError("the daemon sent something that is not a frame (is it tether?)")
     return frame
+
+
+def _no_answer(pid: int, port: int, timeout: float) -> DaemonError:
+    return DaemonError(
+        f"the daemon (pid {pid}, port {port}) is running but did not answer within "
+        f"{timeout:g} s; `daemon logs` may say why, or restart it"
+    )
 
 
 def _refused(frame: dict[str, Any], port: int) -> DaemonError:

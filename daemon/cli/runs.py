@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         print("no runs yet")
     for r in records:
-        took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s" if r.finished_at else "-"
+        took = "-"  # still running, or skipped (it never ran)
+        if r.finished_at is not None and r.status != "skipped":
+            took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s"
         print(
             f"{r.started_at:%Y-%m-%d %H:%M:%S} {r.agent_id:<16} {r.trigger:<9} {r.status:<9} "
             f"{took:>7}  processed {r.items_processed}, created {r.items_created}, "

@@ -203,6 +203,7 @@ class ProtocolClient:
                 additional_headers=headers,
                 compression=None,
                 max_size=None,
+                proxy=None,  # the daemon is local: an http_proxy must not route to it
                 open_timeout=self.open_timeout,
                 ping_interval=None,
                 create_connection=BatchedClientConnection,

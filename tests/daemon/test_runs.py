@@ -607,7 +607,7 @@ async def test_skipped_fires_in_a_row_are_one_journal_entry_and_one_event(
     skips = [e for e in h.daemon.state.events_after(0) if e.type == "run_complete"]
     assert [e.run_id for e in skips] == [record.run_id]
 
-    # A run in between ends the streak; a manual trigger's skip is its own entry too.
+    # A run in between ends the streak; a skip of another trigger is its own entry too.
     await app(h, tmp_path, [agent(corpus)])
     assert (await finish(h, manager.start("notes", "manual"))).status == "success"
     await manager.record_skipped(notes, "schedule", "offline again")

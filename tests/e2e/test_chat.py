@@ -596,9 +596,14 @@ async def test_a_hundred_concurrent_chats_on_one_session_stay_within_the_cap(
     results = await asyncio.gather(
         *(app.home(f"question {n}", request_id=f"q{n}") for n in range(100))
     )
-    assert all(r.error is None and r.text == "fine" for r in results)
     assert sorted(r.request_id for r in results) == sorted(f"q{n}" for n in range(100))
-    assert llm_server.calls == 100
+    # Every chat ends: answered, or refused "busy:" when 4 answer and 64 wait already
+    # (how many arrive while the queue is full depends on the machine's speed).
+    answered = [r for r in results if r.error is None]
+    refused = [r.error for r in results if r.error is not None]
+    assert all(r.text == "fine" for r in answered)
+    assert all(e.startswith("busy:") for e in refused), refused
+    assert len(answered) >= 4 + 64 and llm_server.calls == len(answered)
     assert 1 < llm_server.max_in_flight <= 4, llm_server.max_in_flight  # the default cap
 
 

@@ -180,3 +180,17 @@ def test_status_with_a_wrong_token_says_what_to_do(cli: Cli) -> None:
     assert f"running (pid {proc.pid}, port {proc.port}) but refused the CLI's pairing token" in line
     assert "TETHER_TOKEN" in line
     assert proc.stop() == 0
+
+
+@posix_only
+def test_status_without_the_apps_token_says_to_set_it(cli: Cli) -> None:
+    """The app starts the daemon with TETHER_TOKEN: no token file, and a CLI without the
+    variable is refused after its hello (4401), not at the upgrade."""
+    cli.env["TETHER_TOKEN"] = "token-from-the-app-0123456789abcdef"
+    proc = cli.start()
+    env = {k: v for k, v in cli.env.items() if k != "TETHER_TOKEN"}
+    result = cli.run("status", env=env)
+    assert result.returncode == 1
+    line = one_clear_line(result.stderr)
+    assert "refused the CLI's pairing token" in line and "set the same TETHER_TOKEN" in line
+    assert proc.stop() == 0
