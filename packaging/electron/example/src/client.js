@@ -9,6 +9,11 @@
 //   daemon refuses browser pages)
 //   → device_hello {protocol: 1, token, device_id, capabilities, last_event_seq}
 //   ← hello_ack, then replayed run events, then tool_calls, chat streams, run events
+// Agent-setup journeys (Settings → Agents): journey() asks the daemon's questions
+// through the app's `answer` callback until the last journey_message (done: true)
+// carries the suggested prompt_template and settings; cancelJourney() ends one.
+// Vectors: with `vector: true` the hello announces `capabilities.vector` and the
+// store answers vector_upsert / vector_search; without it such a call is refused.
 // On close: pending chats and requests fail at once; reconnect after a jittered
 // delay (200 ms doubling to 10 s; reset by a successful hello). Close codes that
 // retrying cannot fix stop the loop: 4402 (upgrade the app), 4409 (another window
@@ -36,10 +41,14 @@ import WebSocket from "ws";
 /** @typedef {import("../../types/protocol.js").Ping} Ping */
 /** @typedef {import("../../types/protocol.js").Pong} Pong */
 /** @typedef {import("../../types/protocol.js").Error} ErrorFrame */
+/** @typedef {import("../../types/protocol.js").Cancel} Cancel */
+/** @typedef {import("../../types/protocol.js").JourneyStart} JourneyStart */
+/** @typedef {import("../../types/protocol.js").JourneyReply} JourneyReply */
+/** @typedef {import("../../types/protocol.js").JourneyMessage} JourneyMessage */
 /** @typedef {import("./daemon.js").Target} Target */
 
 /** What a client request may be answered with. */
-/** @typedef {Ack | Status | Pong | ErrorFrame} Answer */
+/** @typedef {Ack | Status | Pong | JourneyMessage | ErrorFrame} Answer */
 
 /**
  * The outcome of one chat request (the stream, collected).
@@ -52,6 +61,15 @@ import WebSocket from "ws";
  * @typedef {{answer(call: ToolCall): ToolResult | Promise<ToolResult>, tableNames: string[]}} ToolServer
  */
 
+/** An `error` frame answering one of this client's requests, as an exception. */
+export class DaemonError extends Error {
+  /** @param {ErrorFrame} frame */
+  constructor(frame) {
+    super(frame.message || frame.code);
+    this.code = frame.code; // e.g. not_found, busy, cancelled, bad_request, internal
+  }
+}
+
 export const PROTOCOL_VERSION = 1;
 const NO_RETRY = new Map([
   [4402, "the daemon speaks another protocol version: upgrade the app"],
@@ -62,15 +80,20 @@ export class TetherClient extends EventEmitter {
   /**
    * @param {{locate: () => Promise<Target>, store: ToolServer, deviceId: string,
    *          client?: {name: string, version?: string}, lastEventSeq?: number,
-   *          minDelayMs?: number, maxDelayMs?: number}} options
+   *          minDelayMs?: number, maxDelayMs?: number, vector?: boolean}} options
+   *
+   * `vector: true` announces `capabilities.vector`: the daemon then sends the store
+   * vector_upsert for every note a run or chat writes (and the notes it had before),
+   * and vector_search for the chat's search_notes, when it has an embedding model.
    *
    * Events: "connected" (HelloAck, Target), "disconnected" ({code, reason}),
    * "retry" ({delayMs, error?}), "tool_call" (ToolCall, ToolResult), "run_event" (frame),
    * "daemon_error" (ErrorFrame), "stopped" (reason).
    */
   constructor({ locate, store, deviceId, client = { name: "tether-electron-example", version: "0.1.0" },
-    lastEventSeq = 0, minDelayMs = 200, maxDelayMs = 10_000 }) {
+    lastEventSeq = 0, minDelayMs = 200, maxDelayMs = 10_000, vector = false }) {
     super();
+    this.vector = vector;
     this.locate = locate;
     this.store = store;
     this.deviceId = deviceId;
@@ -152,8 +175,84 @@ export class TetherClient extends EventEmitter {
   }
 
   /**
-   * Send a request with an `id` and wait for its answer (ack, status, pong or error).
-   * @template {StatusRequest | Trigger | Ping} F
+   * Run an agent-setup journey to its end: journey_start, then one journey_reply per
+   * question, each written by `answer` (the app's UI asking the user). Resolves with
+   * the last journey_message (`done: true`, with prompt_template and the suggested
+   * data_types and file_extensions or filter_config, already validated by the daemon;
+   * save them with agents_sync when the user applies them). A daemon `error` answer
+   * (not_found when expired or cancelled, busy, internal when the model failed)
+   * rejects with a DaemonError. `onStart` gets the first message, whose session_id
+   * `cancelJourney` takes. When `answer` throws (the user closed the dialog) or a reply
+   * fails, the journey is cancelled on the daemon before the promise rejects.
+   * @param {{kind: string, agentId?: string,
+   *          answer: (question: JourneyMessage) => string | Promise<string>,
+   *          onStart?: (first: JourneyMessage) => void}} options
+   * @returns {Promise<JourneyMessage>}
+   */
+  async journey({ kind, agentId, answer, onStart }) {
+    let step = await this.journeyStart(kind, { agentId });
+    const sessionId = step.session_id;
+    try {
+      onStart?.(step);
+      while (!step.done) step = await this.journeyReply(sessionId, await answer(step));
+      return step;
+    } catch (e) {
+      // Free the daemon's session at once rather than after 30 idle minutes (it may be
+      // gone already: not_found, or the socket closed; either way nothing is left to do).
+      await this.cancelJourney(sessionId).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * journey_start: the first question (`done: false`; it costs no model call).
+   * @param {string} kind local_directory, gmail, outlook or teams
+   * @param {{agentId?: string}} [options] refine that agent's prompt_template
+   * @returns {Promise<JourneyMessage>}
+   */
+  async journeyStart(kind, { agentId } = {}) {
+    /** @type {Omit<JourneyStart, "id">} */
+    const frame = { type: "journey_start", kind };
+    if (agentId) frame.agent_id = agentId;
+    return this.#journeyAnswer(await this.request(frame));
+  }
+
+  /**
+   * journey_reply: the user's answer; the next question, or the result (`done: true`).
+   * One model call: it may take seconds.
+   * @param {string} sessionId @param {string} message
+   * @returns {Promise<JourneyMessage>}
+   */
+  async journeyReply(sessionId, message) {
+    /** @type {Omit<JourneyReply, "id">} */
+    const frame = { type: "journey_reply", session_id: sessionId, message };
+    return this.#journeyAnswer(await this.request(frame));
+  }
+
+  /**
+   * End a journey (`cancel {target: session_id}`): a reply in flight then fails with
+   * `cancelled`, later ones with `not_found`. Rejects with DaemonError not_found when
+   * there is no such journey (finished, expired or cancelled already).
+   * @param {string} sessionId
+   */
+  async cancelJourney(sessionId) {
+    /** @type {Omit<Cancel, "id">} */
+    const frame = { type: "cancel", target: sessionId };
+    const answer = await this.request(frame);
+    if (answer.type === "error") throw new DaemonError(answer);
+  }
+
+  /** @param {Answer} answer @returns {JourneyMessage} */
+  #journeyAnswer(answer) {
+    if (answer.type === "error") throw new DaemonError(answer);
+    if (answer.type !== "journey_message") throw new Error(`unexpected answer to a journey request: ${answer.type}`);
+    return answer;
+  }
+
+  /**
+   * Send a request with an `id` and wait for its answer (ack, status, pong,
+   * journey_message or error).
+   * @template {StatusRequest | Trigger | Ping | Cancel | JourneyStart | JourneyReply} F
    * @param {Omit<F, "id">} frame
    * @returns {Promise<Answer>}
    */
@@ -260,7 +359,7 @@ export class TetherClient extends EventEmitter {
           token: target.token,
           device_id: this.deviceId,
           client: this.clientInfo,
-          capabilities: { tables: this.store.tableNames, idempotency: true, vector: false },
+          capabilities: { tables: this.store.tableNames, idempotency: true, vector: this.vector },
           last_event_seq: this.lastEventSeq,
         };
         ws.send(JSON.stringify(hello));
@@ -310,7 +409,13 @@ export class TetherClient extends EventEmitter {
         /** @type {ToolResult} */
         let result;
         try {
-          result = await this.store.answer(frame);
+          if ((frame.action === "vector_upsert" || frame.action === "vector_search") && !this.vector) {
+            // Not announced: refuse rather than half-serve (the reference client does the same).
+            const message = `${frame.action}: this client has no vector store`;
+            result = { type: "tool_result", id: frame.id, ok: false, error: { code: "bad_request", message } };
+          } else {
+            result = await this.store.answer(frame);
+          }
         } catch (e) {
           // Every call gets exactly one answer, or the daemon waits for its timeout.
           const message = e instanceof Error ? e.message : String(e);
@@ -360,6 +465,7 @@ export class TetherClient extends EventEmitter {
       case "ack":
       case "status":
       case "pong":
+      case "journey_message":
       case "error": {
         const pending = frame.id ? this.requests.get(frame.id) : undefined;
         if (pending && frame.id) {

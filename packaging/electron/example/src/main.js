@@ -4,11 +4,15 @@
 //   node src/main.js                      run until Ctrl-C; chat once when first paired
 //   node src/main.js --once "message"     chat once, print the answer, exit
 //   node src/main.js --attach             use the daemon that already runs (autostart)
+//   node src/main.js --journey gmail      set up an agent's prompt by answering questions
+//   node src/main.js --vector             announce a vector store (semantic note search;
+//                                         the daemon also needs TETHER_EMBEDDING_MODEL)
 //
 // The daemon command comes from TETHER_DAEMON (see daemon.js); the daemon needs a
 // model (TETHER_MODEL, TETHER_API_BASE, TETHER_API_KEY or config.toml) to chat.
 
 import { hostname } from "node:os";
+import { createInterface } from "node:readline/promises";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -23,10 +27,10 @@ import { MemoryStore } from "./store.js";
  *
  * @param {{mode?: "spawn" | "attach", command?: string[], env?: NodeJS.ProcessEnv,
  *          token?: string, deviceId?: string, store?: MemoryStore, cwd?: string,
- *          log?: (line: string) => void}} [options]
+ *          vector?: boolean, log?: (line: string) => void}} [options]
  */
 export function startApp({ mode = "spawn", command, env = process.env, token, deviceId, store, cwd,
-  log = () => {} } = {}) {
+  vector = false, log = () => {} } = {}) {
   const db = store ?? seededStore();
   const supervisor = new DaemonSupervisor({ mode, command, env, token, cwd });
   const client = new TetherClient({
@@ -34,6 +38,7 @@ export function startApp({ mode = "spawn", command, env = process.env, token, de
     store: db,
     deviceId: deviceId ?? `example-${hostname()}`,
     client: { name: "tether-electron-example", version: "0.1.0" },
+    vector, // announce capabilities.vector: the store then answers vector_upsert/vector_search
   });
   supervisor.on("spawned", (ready) => log(`daemon started: pid ${ready.pid}, port ${ready.port}`));
   supervisor.on("attached", (info) => log(`using the running daemon: pid ${info.pid}, port ${info.port}`));
@@ -70,6 +75,33 @@ export function seededStore() {
   return store;
 }
 
+/**
+ * The agent-setup journey on a terminal: print each question, read the answer, and
+ * show the suggestion the daemon ends with. An app shows this in Settings → Agents
+ * and saves the result with agents_sync when the user applies it.
+ * @param {import("./client.js").TetherClient} client @param {string} kind
+ */
+async function setUpAgent(client, kind) {
+  const terminal = createInterface({ input: process.stdin });
+  const lines = terminal[Symbol.asyncIterator](); // buffers lines typed (or piped) early
+  try {
+    const result = await client.journey({
+      kind,
+      answer: async (question) => {
+        process.stdout.write(`${question.message}\n> `);
+        const line = await lines.next();
+        if (line.done) throw new Error("no answer (end of input)");
+        return line.value;
+      },
+    });
+    const { message, prompt_template, data_types, file_extensions, filter_config } = result;
+    console.log(message);
+    console.log(JSON.stringify({ prompt_template, data_types, file_extensions, filter_config }, null, 2));
+  } finally {
+    terminal.close();
+  }
+}
+
 /** @param {ChatResult} result */
 function describe(result) {
   const changes = result.mutations.map((m) => `${m.action} ${m.table}`).join(", ");
@@ -82,7 +114,8 @@ async function main() {
   const once = onceAt >= 0;
   const message = once ? argv[onceAt + 1] || "What is on my list?" : "What is on my list?";
   const log = (/** @type {string} */ line) => console.error(`[example] ${line}`);
-  const app = startApp({ mode: argv.includes("--attach") ? "attach" : "spawn", log });
+  const journeyAt = argv.indexOf("--journey");
+  const app = startApp({ mode: argv.includes("--attach") ? "attach" : "spawn", vector: argv.includes("--vector"), log });
   let stopping = false;
   const stop = async (/** @type {number} */ code) => {
     if (stopping) return;
@@ -95,6 +128,14 @@ async function main() {
   app.client.on("stopped", () => void stop(1));
 
   await app.client.connected();
+  if (journeyAt >= 0) {
+    const ok = await setUpAgent(app.client, argv[journeyAt + 1] || "local_directory").then(
+      () => true,
+      (e) => (log(`journey failed: ${e.message}`), false),
+    );
+    await stop(ok ? 0 : 1);
+    return;
+  }
   const result = await app.client.chat(message, { onText: (chunk) => process.stdout.write(chunk) });
   process.stdout.write("\n");
   log(result.error ? `chat failed: ${result.error}` : `chat done ${describe(result)}`);

@@ -10,13 +10,24 @@
 //   an unknown column or a missing required one is `bad_request`. A repeated
 //   idempotency_key inserts nothing and returns the row it made the first time.
 // - update: data {id, updates}; `not_found` for a missing id. delete: {deleted: true}.
+// - coreMemory: what the user asked the assistant to remember, one row per `key`
+//   (columns id, key, value, createdAt, updatedAt; filter `key`). Announced in
+//   device_hello's `capabilities.tables`, it is read at the start of every chat and
+//   written (select, then insert or update) by the chat's `update_core_memory` tool.
+// - vector_upsert {data: {id, projectId?, content}, vector} → {ok: true} (replaces the
+//   entry of that id); vector_search {vector, limit?, filters?: {projectId}} →
+//   {results: [{id, content, score}]}, best cosine similarity first. These name no
+//   table. The daemon sends them only to a client that announced `vector: true`.
+//   VectorIndex below is a brute-force in-memory index: fine for an example and a few
+//   thousand notes; an app would keep the vectors in its database (sqlite-vec, …).
 
 import { randomUUID } from "node:crypto";
 
 /** @typedef {import("../../types/protocol.js").ToolCall} ToolCall */
 /** @typedef {import("../../types/protocol.js").ToolResult} ToolResult */
 /** @typedef {Record<string, unknown>} Row */
-/** @typedef {{rows: Row[]} | {row: Row | null} | {deleted: true}} Result */
+/** @typedef {{id: string, content: string, score: number}} VectorHit */
+/** @typedef {{rows: Row[]} | {row: Row | null} | {deleted: true} | {ok: true} | {results: VectorHit[]}} Result */
 
 /**
  * @typedef {object} TableSpec
@@ -74,6 +85,13 @@ export const TABLES = {
     defaults: {},
     filters: ["parentId"],
   },
+  coreMemory: {
+    noun: "core memory entry",
+    columns: ["id", "key", "value", "createdAt", "updatedAt"],
+    required: ["key", "value"],
+    defaults: {},
+    filters: ["key"],
+  },
 };
 
 const CLIENT_GENERATED = new Set(["id", "createdAt", "updatedAt"]);
@@ -105,6 +123,7 @@ export class MemoryStore {
     this.idempotency = new Map();
     /** @type {ToolCall[]} every call served, for the example's log and the tests */
     this.calls = [];
+    this.vectors = new VectorIndex();
   }
 
   /** The table names this store holds (announced in device_hello's capabilities). */
@@ -129,10 +148,13 @@ export class MemoryStore {
   }
 
   /**
-   * @param {Pick<ToolCall, "action" | "table" | "data" | "filters" | "limit" | "idempotency_key">} call
+   * @param {Pick<ToolCall, "action" | "table" | "data" | "filters" | "limit" | "idempotency_key" | "vector">} call
    * @returns {Result}
    */
-  handle({ action, table, data, filters, limit, idempotency_key: key }) {
+  handle({ action, table, data, filters, limit, vector, idempotency_key: key }) {
+    // storage.md's vector actions name no table (a table argument is ignored).
+    if (action === "vector_upsert") return this.vectors.upsert(data, vector);
+    if (action === "vector_search") return { results: this.vectors.search(vector, filters, limit) };
     const spec = TABLES[table ?? ""];
     const rows = this.tables.get(table ?? "");
     if (!spec || !rows || !table) {
@@ -153,7 +175,7 @@ export class MemoryStore {
         return { deleted: true };
       }
       default:
-        throw bad(`unknown action ${JSON.stringify(action)}; allowed: select, get, insert, update, delete`);
+        throw bad(`unknown action ${JSON.stringify(action)}; allowed: select, get, insert, update, delete, vector_upsert, vector_search`);
     }
   }
 
@@ -282,5 +304,80 @@ export class MemoryStore {
   /** @param {string} table @returns {Row[]} */
   rows(table) {
     return [...(this.tables.get(table)?.values() ?? [])].map((row) => ({ ...row }));
+  }
+}
+
+/** @param {unknown} vector @returns {number[]} */
+function checkVector(vector) {
+  if (!Array.isArray(vector) || vector.length === 0) throw bad("vector must be a non-empty list of numbers");
+  for (const x of vector) {
+    if (typeof x !== "number" || !Number.isFinite(x)) throw bad(`vector must hold finite numbers, got ${JSON.stringify(x)}`);
+  }
+  return vector;
+}
+
+/** @param {number[]} v */
+const norm = (v) => Math.sqrt(v.reduce((sum, x) => sum + x * x, 0));
+
+/**
+ * The notes' vectors, in memory, searched by brute-force cosine similarity: every
+ * search compares the query with every stored vector. Enough for an example (and a
+ * few thousand notes); a real app keeps them in its database and uses a vector index.
+ */
+export class VectorIndex {
+  constructor() {
+    /** @type {Map<string, {projectId: string | null, content: string, vector: number[], norm: number}>} */
+    this.entries = new Map();
+  }
+
+  /**
+   * vector_upsert: data {id, projectId?, content} and its vector; replaces that id's entry.
+   * @param {unknown} data @param {unknown} vector @returns {{ok: true}}
+   */
+  upsert(data, vector) {
+    if (!isObject(data) || typeof data.id !== "string" || !data.id) {
+      throw bad("vector_upsert: data.id must be a non-empty string");
+    }
+    if (typeof data.content !== "string") throw bad("vector_upsert: data.content must be a string");
+    const projectId = data.projectId ?? null;
+    if (projectId !== null && typeof projectId !== "string") throw bad("vector_upsert: data.projectId must be a string");
+    const v = checkVector(vector);
+    this.entries.set(data.id, { projectId, content: data.content, vector: [...v], norm: norm(v) });
+    return { ok: true };
+  }
+
+  /**
+   * vector_search: the `limit` entries most similar to `vector`, best first (ties by id).
+   * @param {unknown} vector @param {unknown} filters @param {unknown} limit
+   * @returns {VectorHit[]}
+   */
+  search(vector, filters, limit) {
+    const q = checkVector(vector);
+    if (filters !== null && filters !== undefined && !isObject(filters)) throw bad("filters for vector_search must be an object");
+    /** @type {string | null} */
+    let projectId = null;
+    for (const [key, value] of Object.entries(filters ?? {})) {
+      if (key !== "projectId") throw bad(`unknown filter ${JSON.stringify(key)} for vector_search; allowed: projectId`);
+      if (value !== null && value !== undefined && typeof value !== "string") {
+        throw bad("filter projectId for vector_search must be a string");
+      }
+      projectId = value ?? null;
+    }
+    if (limit !== null && limit !== undefined && (!Number.isInteger(limit) || Number(limit) < 0)) {
+      throw bad(`limit must be an integer >= 0, got ${limit}`);
+    }
+    const qNorm = norm(q);
+    /** @type {VectorHit[]} */
+    const hits = [];
+    for (const [id, entry] of this.entries) {
+      if (projectId !== null && entry.projectId !== projectId) continue;
+      if (entry.vector.length !== q.length) {
+        throw bad(`vector has ${q.length} dimensions but the stored vector ${id} has ${entry.vector.length}`);
+      }
+      const dot = entry.vector.reduce((sum, x, i) => sum + x * q[i], 0);
+      hits.push({ id, content: entry.content, score: qNorm && entry.norm ? dot / (qNorm * entry.norm) : 0 });
+    }
+    hits.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return limit === null || limit === undefined ? hits : hits.slice(0, Number(limit));
   }
 }
