@@ -315,21 +315,10 @@ class LiteLLM:
         if not texts:
             return []
         litellm = await _load_litellm()
-        s = self.settings
-        api_key = s.api_key
-        if not api_key and s.api_base and model.startswith("openai/"):
-            api_key = LOCAL_DUMMY_KEY
-        request: dict[str, Any] = {
-            "model": model,
-            "input": list(texts),
-            "timeout": s.timeout_s,
-            "num_retries": 0,
-            "max_retries": 0,  # the OpenAI client's own retries
-            "drop_params": True,
-            "api_base": s.api_base,
-            "api_key": api_key,
-        }
-        for attempt in range(1, s.max_attempts + 1):
+        request = self._common(model)
+        request["input"] = list(texts)
+        request["max_retries"] = 0  # the OpenAI client's own retries
+        for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 return await self._embedded(litellm, request, len(texts))
             except _Failure as failure:
@@ -361,6 +350,22 @@ class LiteLLM:
 
     # -- one attempt ------------------------------------------------------------
 
+    def _common(self, model: str) -> dict[str, Any]:
+        """What every litellm call carries: the model, the endpoint and key, the timeout,
+        and no retries of litellm's own (this adapter retries)."""
+        s = self.settings
+        api_key = s.api_key
+        if not api_key and s.api_base and model.startswith("openai/"):
+            api_key = LOCAL_DUMMY_KEY
+        return {
+            "model": model,
+            "timeout": s.timeout_s,
+            "num_retries": 0,
+            "drop_params": True,
+            "api_base": s.api_base,
+            "api_key": api_key,
+        }
+
     def _request(
         self,
         model: str,
@@ -370,18 +375,8 @@ class LiteLLM:
         max_tokens: int | None,
     ) -> dict[str, Any]:
         s = self.settings
-        api_key = s.api_key
-        if not api_key and s.api_base and model.startswith("openai/"):
-            api_key = LOCAL_DUMMY_KEY
-        request: dict[str, Any] = {
-            "model": model,
-            "messages": list(messages),
-            "timeout": s.timeout_s,
-            "num_retries": 0,
-            "drop_params": True,
-            "api_base": s.api_base,
-            "api_key": api_key,
-        }
+        request = self._common(model)
+        request["messages"] = list(messages)
         if tools:
             request["tools"] = list(tools)
         if s.temperature is not None:
