@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -81,6 +81,17 @@ RunTrigger = Literal["schedule", "manual", "reconnect"]
 RunStatus = Literal["running", "success", "partial", "error", "cancelled", "skipped"]
 RunPhase = Literal["scan", "triage", "process", "fetch"]
 ChatDomain = Literal["tasks", "notes", "timelines", "projects"]
+
+
+def _ids_as_text(value: Any) -> Any:
+    # Informational: a numeric id (an app's integer key) must not fail the hello.
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
+# The agent ids of a device's hello (and of status's device_details), as text.
+AgentIds = Annotated[list[str] | None, BeforeValidator(_ids_as_text)]
 
 
 class _Model(BaseModel):
@@ -227,15 +238,7 @@ class DeviceHello(_Frame):
     protocol: int | list[int] = PROTOCOL_VERSION
     token: str | None = None
     device_id: str = Field(min_length=1, max_length=200)
-    agent_ids: list[str] | None = None
-
-    @field_validator("agent_ids", mode="before")
-    @classmethod
-    def _ids_as_text(cls, value: Any) -> Any:
-        # Informational: a numeric id (an app's integer key) must not fail the hello.
-        if isinstance(value, list):
-            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-        return value
+    agent_ids: AgentIds = None
 
     client: ClientInfo | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
@@ -414,15 +417,7 @@ class DeviceStatus(_Model):
     and ``unknown_agent_ids``, those of them the daemon holds no configuration for."""
 
     device_id: str
-    agent_ids: list[str] | None = None
-
-    @field_validator("agent_ids", mode="before")
-    @classmethod
-    def _ids_as_text(cls, value: Any) -> Any:
-        # Informational: a numeric id (an app's integer key) must not fail the hello.
-        if isinstance(value, list):
-            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-        return value
+    agent_ids: AgentIds = None
 
     unknown_agent_ids: list[str] = Field(default_factory=list)
     legacy: bool = False
