@@ -41,7 +41,7 @@ from protocol.agent_config import (
 
 from .errors import JourneyError
 from .llm import LLM, Message, Reply
-from .loop import until_cancelled
+from .loop import assistant_with_calls, until_cancelled
 
 __all__ = [
     "FINISH_TOOL",
@@ -356,20 +356,7 @@ class Journey:
 
     def _finish(self, reply: Reply) -> JourneyStep | None:
         """Record the calls of ``reply``; the result when one of them is valid."""
-        self.messages.append(
-            {
-                "role": "assistant",
-                "content": reply.text or None,
-                "tool_calls": [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": _echo(call.arguments)},
-                    }
-                    for call in reply.tool_calls
-                ],
-            }
-        )
+        self.messages.append(assistant_with_calls(reply))
         result: JourneyResult | None = None
         for call in reply.tool_calls:
             if result is not None:
@@ -391,11 +378,3 @@ class Journey:
             "Here are the agent's instructions. Review them, then save to apply."
         )
         return JourneyStep(message, done=True, result=result)
-
-
-def _echo(arguments: str) -> str:
-    try:
-        parsed = json.loads(arguments or "{}")
-    except ValueError:
-        return "{}"
-    return arguments if isinstance(parsed, dict) else "{}"

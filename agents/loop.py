@@ -54,6 +54,7 @@ __all__ = [
     "LoopLimits",
     "LoopResult",
     "StopReason",
+    "assistant_with_calls",
     "run_loop",
     "shorten_context",
     "until_cancelled",
@@ -146,7 +147,7 @@ class _Loop:
             self.steps += 1
             if not reply.tool_calls:
                 return self.result(await self.continued(reply, self.history), "answer")
-            self.history.append(_assistant_with_calls(reply))
+            self.history.append(assistant_with_calls(reply))
             over_budget = await self.run_tools(reply.tool_calls)
             if over_budget:
                 return self.result(await self.final_answer(), "tool_budget")
@@ -293,7 +294,9 @@ def _echo_arguments(arguments: str) -> str:
     return arguments if isinstance(parsed, dict) and arguments.strip() else "{}"
 
 
-def _assistant_with_calls(reply: Reply) -> Message:
+def assistant_with_calls(reply: Reply) -> Message:
+    """The assistant turn that asked for ``reply``'s tool calls, as the history keeps it
+    (arguments that are not a JSON object are echoed as ``{}``)."""
     return {
         "role": "assistant",
         "content": reply.text or None,
