@@ -269,8 +269,8 @@ class RunManager:
         self._by_agent[agent_id] = run
         self._by_run[run.run_id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run-{agent_id}")
-        # Also when the task is cancelled before its coroutine began (shutdown in the
-        # same pass): then _execute's finally never runs.
+        # However the task ends, also when it is cancelled before its coroutine began
+        # (shutdown in the same pass); it runs before any awaiter of the task resumes.
         run.task.add_done_callback(lambda _: self._forget(run))
         log.info(
             "run %s of %s accepted (%s)",
@@ -371,8 +371,6 @@ class RunManager:
             # The bookkeeping itself failed (e.g. the state store is locked): say so in
             # the log; the journal closes the run at the next start if it stayed open.
             log.exception("run %s of %s could not be journaled", run.run_id, run.agent.id)
-        finally:
-            self._forget(run)
 
     def _forget(self, run: ActiveRun) -> None:
         """The run is over: no longer active, ``finished`` set (idempotent)."""
