@@ -15,8 +15,9 @@ Rules:
   after the hello) -> ``DaemonError`` saying what to do; an ``error`` answer ->
   ``RequestFailed``; no answer within ``timeout`` (a stopped or stuck process) or a
   reply that is not a frame -> ``DaemonError``.
-- Frames are the protocol's own JSON; tests decode what this sends with
-  ``protocol.codec`` and compare the answer with the full client's.
+- Frames are the protocol's own JSON: the daemon decodes what this sends with
+  ``protocol.codec`` (a bad frame would be refused), and a test decodes the answer
+  the same way and compares it with the full client's.
 - The answer is the frame as the daemon sent it (a ``dict``): the caller reads it
   without building models.
 """
